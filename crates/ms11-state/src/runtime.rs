@@ -1,0 +1,107 @@
+//! Bookkeeping that must survive a runner restart: which children were running, where
+//! each log follower stopped reading, and the recovery policy's counters.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// Everything the runner itself needs back after it was killed and started again.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct RuntimeState {
+    /// Children that were running at the last save; a runner that starts and finds
+    /// some still alive kills their process groups (leftovers of a killed runner).
+    #[serde(default)]
+    pub children: Vec<ChildRecord>,
+    /// Per followed log file (keyed by the configured path): where reading stopped.
+    #[serde(default)]
+    pub log_cursors: BTreeMap<String, LogCursor>,
+    /// Retry, backoff and crash-loop counters of the recovery pipeline.
+    #[serde(default)]
+    pub recovery: RecoveryPolicyState,
+    /// The bot's `seq` of the last `task_done` the runner acknowledged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_ack_seq: Option<u64>,
+    /// Number of saves this session has made (all runs).
+    #[serde(default)]
+    pub save_count: u64,
+    /// Fields written by a newer version; kept as they are.
+    #[serde(flatten)]
+    pub extra: BTreeMap<String, serde_json::Value>,
+}
+
+/// A child process the runner started.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChildRecord {
+    /// `client` or `bot` (or a plugin host).
+    pub role: String,
+    /// Process id.
+    pub pid: i32,
+    /// Process group id (the child leads its own group).
+    pub pgid: i32,
+    /// Unix time in seconds (integral) when it was started.
+    pub started_at: u64,
+    /// argv[0], to recognise the process again (pids are reused).
+    #[serde(default)]
+    pub program: String,
+}
+
+/// Where a log follower stopped reading a file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogCursor {
+    /// Device id of the file that was read.
+    pub dev: u64,
+    /// Inode of the file that was read (a new inode means the log was rotated).
+    pub inode: u64,
+    /// Byte offset of the first unread byte (always at a line start).
+    pub offset: u64,
+}
+
+/// The recovery pipeline's counters, persisted so that a runner restart does not reset
+/// them into a retry storm. Times are unix seconds (monotonic clocks do not survive a
+/// restart); the pipeline measures intervals on a monotonic clock while it runs.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct RecoveryPolicyState {
+    /// Per strategy name.
+    #[serde(default)]
+    pub strategies: BTreeMap<String, StrategyPolicyState>,
+    /// The crash-loop breaker.
+    #[serde(default)]
+    pub breaker: BreakerState,
+    /// Fields written by a newer version; kept as they are.
+    #[serde(flatten)]
+    pub extra: BTreeMap<String, serde_json::Value>,
+}
+
+/// One strategy's retry budget and backoff.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct StrategyPolicyState {
+    /// Failures since the last success.
+    #[serde(default)]
+    pub consecutive_failures: u32,
+    /// Attempts ever made.
+    #[serde(default)]
+    pub total_attempts: u64,
+    /// Successes ever made.
+    #[serde(default)]
+    pub total_successes: u64,
+    /// Start times of recent attempts (the budget's sliding window).
+    #[serde(default)]
+    pub recent_attempts: Vec<f64>,
+    /// The next attempt must not start before this unix time (backoff).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_before: Option<f64>,
+    /// The last backoff delay chosen, in milliseconds.
+    #[serde(default)]
+    pub last_backoff_ms: u64,
+}
+
+/// The crash-loop breaker: too many incidents in a window go straight to a human.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct BreakerState {
+    /// Detection times of recent incidents.
+    #[serde(default)]
+    pub recent_incidents: Vec<f64>,
+    /// When the breaker last tripped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tripped_at: Option<f64>,
+}

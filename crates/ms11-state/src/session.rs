@@ -1,0 +1,315 @@
+//! [`SessionState`]: the seed's 18 fields plus ours, parsing and serialisation.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize, Serializer};
+use serde_json::{Map, Value};
+use thiserror::Error;
+
+use crate::incident::Incident;
+use crate::migrate::{self, Migration};
+use crate::runtime::RuntimeState;
+use crate::tasks::Task;
+use crate::validate::ValidationErrors;
+
+/// How many incidents `crash_history` keeps (oldest dropped first; `crash_count`
+/// keeps counting).
+pub const MAX_CRASH_HISTORY: usize = 200;
+
+/// The state of one bot session, as saved to `session_state.json`.
+///
+/// The first 18 fields are the seed's, with its JSON names and types, so a file written
+/// by the seed's Python engine loads and a file we write stays loadable by it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionState {
+    /// Unix time (s) the state was captured.
+    pub timestamp: f64,
+    /// Planet the character is on.
+    pub planet: String,
+    /// Zone (city, region) on the planet.
+    pub zone: String,
+    /// Position: 2 or 3 numbers. Integral values are written as JSON integers, as the
+    /// seed's `List[int]` was.
+    #[serde(serialize_with = "serialize_numbers")]
+    pub coordinates: Vec<f64>,
+    /// The quest in progress (an object) or null.
+    pub current_quest: Option<Map<String, Value>>,
+    /// Step within the quest.
+    pub quest_step: i64,
+    /// Character level.
+    pub xp_level: i64,
+    /// Experience points within the level.
+    pub xp_current: i64,
+    /// Experience points needed for the next level.
+    pub xp_next_level: i64,
+    /// The equipped weapon (an object) or null.
+    pub equipped_weapon: Option<Map<String, Value>>,
+    /// Active bot modes (`combat`, `medic`, ...).
+    pub active_modes: Vec<String>,
+    /// Derived from the task ledger: in-flight then pending task ids.
+    pub(crate) task_queue: Vec<String>,
+    /// Seconds the session has run, all runs added up.
+    pub session_duration: f64,
+    /// Incidents ever detected.
+    pub crash_count: u64,
+    /// Unix time (s) of the last save.
+    pub last_save_time: f64,
+    /// Whether recovery is enabled for this session.
+    pub recovery_enabled: bool,
+    /// Whether the client may be restarted automatically.
+    pub auto_restart: bool,
+    /// Whether the character may be logged in again automatically.
+    pub auto_relog: bool,
+
+    /// Version of this layout (the seed's files are version 0).
+    #[serde(default)]
+    pub schema_version: u32,
+    /// Save counter: each save writes `generation + 1`. Orders generations on disk.
+    #[serde(default)]
+    pub generation: u64,
+    /// Stable id of the session across restarts.
+    #[serde(default)]
+    pub session_id: String,
+    /// The task ledger.
+    #[serde(default)]
+    pub(crate) tasks: Vec<Task>,
+    /// The most recent incidents, oldest first.
+    #[serde(default)]
+    pub crash_history: Vec<Incident>,
+    /// The runner's own bookkeeping.
+    #[serde(default)]
+    pub runtime: RuntimeState,
+    /// Fields this version does not know; written back unchanged.
+    #[serde(flatten)]
+    pub extra: BTreeMap<String, Value>,
+}
+
+/// Why bytes could not become a [`SessionState`].
+#[derive(Debug, Error)]
+pub enum StateError {
+    /// Not JSON at all (truncated, garbage, empty).
+    #[error("not valid JSON: {0}")]
+    Syntax(#[source] serde_json::Error),
+    /// JSON, but not a state object.
+    #[error("expected a JSON object with the session state fields, found {found}")]
+    NotAnObject {
+        /// What was found instead.
+        found: &'static str,
+    },
+    /// A field is missing or has the wrong type.
+    #[error("field `{field}`: {message}")]
+    Field {
+        /// Path of the field, e.g. `coordinates[1]` or `tasks[3].state`.
+        field: String,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// Written by a newer version of ms11-recovery.
+    #[error(
+        "schema_version {found} is newer than this program understands (up to {supported}); upgrade ms11-recovery"
+    )]
+    FutureSchema {
+        /// The file's version.
+        found: u64,
+        /// The newest this build reads.
+        supported: u32,
+    },
+    /// Parsed but breaks a rule.
+    #[error("invalid state: {0}")]
+    Invalid(#[from] ValidationErrors),
+    /// Serialisation failed (cannot happen for valid states; kept for completeness).
+    #[error("could not serialise the state: {0}")]
+    Serialize(#[source] serde_json::Error),
+}
+
+/// A state freshly parsed, with what was done to make it current.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoadedState {
+    /// The state, valid and at the current schema.
+    pub state: SessionState,
+    /// Set when the file had an older schema.
+    pub migration: Option<Migration>,
+    /// Task ids found in `task_queue` but not in the ledger, added as pending.
+    pub tasks_added_from_queue: Vec<String>,
+}
+
+/// Why a `state` patch from the bot was refused (the state is unchanged).
+#[derive(Debug, Error)]
+pub enum PatchError {
+    /// The patch names a field the bot may not set.
+    #[error("field `{0}` is managed by the runner and cannot be patched")]
+    Forbidden(String),
+    /// The patched state would not parse.
+    #[error(transparent)]
+    State(#[from] StateError),
+}
+
+/// Fields a bot may not set through a `state` patch.
+const RUNNER_FIELDS: &[&str] = &[
+    "task_queue",
+    "tasks",
+    "crash_count",
+    "crash_history",
+    "schema_version",
+    "generation",
+    "session_id",
+    "runtime",
+    "last_save_time",
+    "recovery_enabled",
+    "auto_restart",
+    "auto_relog",
+    "session_duration",
+];
+
+impl SessionState {
+    /// A fresh state for a new session, at the current schema version.
+    pub fn new(session_id: &str, planet: &str, zone: &str, now: f64) -> Self {
+        SessionState {
+            timestamp: now,
+            planet: planet.to_owned(),
+            zone: zone.to_owned(),
+            coordinates: vec![0.0, 0.0],
+            current_quest: None,
+            quest_step: 0,
+            xp_level: 1,
+            xp_current: 0,
+            xp_next_level: 1000,
+            equipped_weapon: None,
+            active_modes: Vec::new(),
+            task_queue: Vec::new(),
+            session_duration: 0.0,
+            crash_count: 0,
+            last_save_time: 0.0,
+            recovery_enabled: true,
+            auto_restart: false,
+            auto_relog: false,
+            schema_version: migrate::CURRENT_SCHEMA_VERSION,
+            generation: 0,
+            session_id: session_id.to_owned(),
+            tasks: Vec::new(),
+            crash_history: Vec::new(),
+            runtime: RuntimeState::default(),
+            extra: BTreeMap::new(),
+        }
+    }
+
+    /// Parses, migrates and validates a state file's bytes.
+    pub fn from_json_slice(bytes: &[u8]) -> Result<LoadedState, StateError> {
+        let value: Value = serde_json::from_slice(bytes).map_err(StateError::Syntax)?;
+        Self::from_json_value(value)
+    }
+
+    /// Like [`from_json_slice`](Self::from_json_slice), from an already parsed value.
+    pub fn from_json_value(value: Value) -> Result<LoadedState, StateError> {
+        let object = match value {
+            Value::Object(map) => map,
+            other => {
+                return Err(StateError::NotAnObject {
+                    found: json_type_name(&other),
+                });
+            }
+        };
+        let (object, migration) = migrate::to_current(object)?;
+        let mut state = from_object(object)?;
+        let tasks_added_from_queue = state.reconcile_task_queue();
+        state.validate()?;
+        Ok(LoadedState {
+            state,
+            migration,
+            tasks_added_from_queue,
+        })
+    }
+
+    /// Pretty JSON (2-space indent, the seed's layout), ending in a newline.
+    pub fn to_json_pretty(&self) -> Result<Vec<u8>, StateError> {
+        let mut bytes = serde_json::to_vec_pretty(self).map_err(StateError::Serialize)?;
+        bytes.push(b'\n');
+        Ok(bytes)
+    }
+
+    /// Applies a bot's `state{patch}`: top-level fields replaced by the patch's values.
+    /// The result must validate; otherwise nothing changes. Unknown fields are kept as
+    /// extra fields. Returns the names of the fields that changed.
+    pub fn apply_patch(&mut self, patch: &Map<String, Value>) -> Result<Vec<String>, PatchError> {
+        if let Some(key) = patch.keys().find(|k| RUNNER_FIELDS.contains(&k.as_str())) {
+            return Err(PatchError::Forbidden(key.clone()));
+        }
+        let current = match serde_json::to_value(&*self) {
+            Ok(Value::Object(map)) => map,
+            Ok(_) => return Err(PatchError::State(StateError::NotAnObject { found: "non-object" })),
+            Err(e) => return Err(PatchError::State(StateError::Serialize(e))),
+        };
+        let mut merged = current.clone();
+        let mut changed = Vec::new();
+        for (key, value) in patch {
+            if merged.get(key) != Some(value) {
+                changed.push(key.clone());
+                merged.insert(key.clone(), value.clone());
+            }
+        }
+        if changed.is_empty() {
+            return Ok(changed);
+        }
+        let patched = from_object(merged)?;
+        patched.validate().map_err(StateError::from)?;
+        *self = patched;
+        Ok(changed)
+    }
+
+    /// Appends an incident to the history (bounded) and counts it.
+    pub fn record_incident(&mut self, incident: Incident) {
+        self.crash_count = self.crash_count.saturating_add(1);
+        self.crash_history.push(incident);
+        if self.crash_history.len() > MAX_CRASH_HISTORY {
+            let excess = self.crash_history.len() - MAX_CRASH_HISTORY;
+            self.crash_history.drain(..excess);
+        }
+    }
+
+    /// Replaces an incident of the history with a newer version of it (same id), or
+    /// records it if it is not there.
+    pub fn update_incident(&mut self, incident: Incident) {
+        match self.crash_history.iter_mut().find(|i| i.id == incident.id) {
+            Some(slot) => *slot = incident,
+            None => self.record_incident(incident),
+        }
+    }
+}
+
+fn from_object(object: Map<String, Value>) -> Result<SessionState, StateError> {
+    let value = Value::Object(object);
+    serde_path_to_error::deserialize(&value).map_err(|err| {
+        let field = err.path().to_string();
+        StateError::Field {
+            field: if field == "." { "(top level)".into() } else { field },
+            message: err.into_inner().to_string(),
+        }
+    })
+}
+
+pub(crate) fn json_type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// Writes whole numbers as JSON integers (`[120, -45]`), others as floats.
+fn serialize_numbers<S: Serializer>(values: &[f64], serializer: S) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeSeq;
+    let mut seq = serializer.serialize_seq(Some(values.len()))?;
+    for &v in values {
+        // Integral and within the range where f64 represents every integer exactly.
+        if v.fract() == 0.0 && v.abs() < 9.0e15 {
+            #[allow(clippy::cast_possible_truncation)]
+            seq.serialize_element(&(v as i64))?;
+        } else {
+            seq.serialize_element(&v)?;
+        }
+    }
+    seq.end()
+}
