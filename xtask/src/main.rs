@@ -1,1 +1,57 @@
-fn main() {}
+//! Project automation for ms11-recovery, run as `cargo xtask <command>`.
+//!
+//! - `run`: the demo (see `demo.rs`).
+//! - `test`: every test of the workspace, saying which ones will skip and why.
+//! - `bench`: the benchmark suite, each figure next to its same-run baseline.
+
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+mod bench;
+mod demo;
+mod util;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "ms11-recovery project automation")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the demo session.
+    Run(demo::DemoArgs),
+    /// Run every test of the workspace (`cargo test --workspace`).
+    Test {
+        /// Extra arguments passed to `cargo test`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Run the benchmarks and print each figure with its baseline and ratio.
+    Bench(bench::BenchArgs),
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().command {
+        Command::Run(args) => demo::run(&args),
+        Command::Test { args } => test(&args),
+        Command::Bench(args) => bench::run(&args),
+    }
+}
+
+fn test(extra: &[String]) -> Result<()> {
+    if util::which("Xvfb").is_none() {
+        eprintln!(
+            "note: Xvfb is not installed: the window tests will print 'skipped' and pass without running.\n      Install it with `apt-get install xvfb` (CI does) to run them."
+        );
+    }
+    if util::which("python3").is_none() {
+        eprintln!("note: python3 is not installed: the example Python bot test will be skipped.");
+    }
+    let mut args: Vec<String> = vec!["test".into(), "--workspace".into()];
+    args.extend(extra.iter().cloned());
+    util::cargo(&args)
+}

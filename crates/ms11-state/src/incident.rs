@@ -113,7 +113,10 @@ impl IncidentKind {
 
     /// Kinds that no automatic retry can fix: recovery stops and a human is told.
     pub fn is_terminal_by_default(self) -> bool {
-        matches!(self, Self::Banned | Self::LoginFailed | Self::VersionMismatch)
+        matches!(
+            self,
+            Self::Banned | Self::LoginFailed | Self::VersionMismatch
+        )
     }
 }
 
@@ -517,7 +520,10 @@ mod tests {
             assert_eq!(kind.as_str().parse::<IncidentKind>(), Ok(kind));
         }
         let err = "bogus".parse::<IncidentKind>().unwrap_err();
-        assert!(err.contains("bogus") && err.contains("process_exit"), "{err}");
+        assert!(
+            err.contains("bogus") && err.contains("process_exit"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -528,9 +534,25 @@ mod tests {
 
     #[test]
     fn fusing_a_dump_into_an_exit_keeps_the_exit_and_becomes_a_crash_dump() {
-        let mut exit = Incident::new("s-1", IncidentKind::ProcessExit, DetectorSource::ProcessExit, "signal 11", 10.0);
-        exit.exit = Some(ExitInfo { code: None, signal: Some(11), core_dumped: false });
-        let dump = Incident::new("s-2", IncidentKind::CrashDump, DetectorSource::CrashDump, "SwgClient-1.mdmp", 10.1);
+        let mut exit = Incident::new(
+            "s-1",
+            IncidentKind::ProcessExit,
+            DetectorSource::ProcessExit,
+            "signal 11",
+            10.0,
+        );
+        exit.exit = Some(ExitInfo {
+            code: None,
+            signal: Some(11),
+            core_dumped: false,
+        });
+        let dump = Incident::new(
+            "s-2",
+            IncidentKind::CrashDump,
+            DetectorSource::CrashDump,
+            "SwgClient-1.mdmp",
+            10.1,
+        );
         exit.fuse(dump);
         assert_eq!(exit.kind, IncidentKind::CrashDump);
         assert_eq!(exit.exit.as_ref().and_then(|e| e.signal), Some(11));
@@ -540,9 +562,21 @@ mod tests {
 
     #[test]
     fn fusing_a_terminal_signal_makes_the_incident_terminal() {
-        let mut exit = Incident::new("s-1", IncidentKind::ProcessExit, DetectorSource::ProcessExit, "exit code 1", 1.0);
+        let mut exit = Incident::new(
+            "s-1",
+            IncidentKind::ProcessExit,
+            DetectorSource::ProcessExit,
+            "exit code 1",
+            1.0,
+        );
         assert!(!exit.terminal);
-        exit.fuse(Incident::new("s-2", IncidentKind::Banned, DetectorSource::LogPattern, "Account Banned", 1.0));
+        exit.fuse(Incident::new(
+            "s-2",
+            IncidentKind::Banned,
+            DetectorSource::LogPattern,
+            "Account Banned",
+            1.0,
+        ));
         assert!(exit.terminal);
         assert_eq!(exit.severity, Severity::Critical);
         assert_eq!(exit.kind, IncidentKind::Banned);
@@ -550,12 +584,39 @@ mod tests {
 
     #[test]
     fn attempts_and_resolution_keep_the_seed_flags_in_step() {
-        let mut inc = Incident::new("s-1", IncidentKind::Disconnect, DetectorSource::LogPattern, "lost", 1.0);
-        inc.record_attempt(Attempt { strategy: "restart".into(), started_at: 1.0, duration_ms: 0, outcome: AttemptOutcome::Skipped, reason: Some("n/a".into()) });
-        assert!(!inc.crash.recovery_attempted, "a skipped strategy is not an attempt");
-        inc.record_attempt(Attempt { strategy: "relog".into(), started_at: 1.5, duration_ms: 900, outcome: AttemptOutcome::Recovered, reason: None });
+        let mut inc = Incident::new(
+            "s-1",
+            IncidentKind::Disconnect,
+            DetectorSource::LogPattern,
+            "lost",
+            1.0,
+        );
+        inc.record_attempt(Attempt {
+            strategy: "restart".into(),
+            started_at: 1.0,
+            duration_ms: 0,
+            outcome: AttemptOutcome::Skipped,
+            reason: Some("n/a".into()),
+        });
+        assert!(
+            !inc.crash.recovery_attempted,
+            "a skipped strategy is not an attempt"
+        );
+        inc.record_attempt(Attempt {
+            strategy: "relog".into(),
+            started_at: 1.5,
+            duration_ms: 900,
+            outcome: AttemptOutcome::Recovered,
+            reason: None,
+        });
         assert!(inc.crash.recovery_attempted);
-        inc.resolve(Resolution { status: ResolutionStatus::Recovered, strategy: Some("relog".into()), at: 2.4, time_to_recover_ms: Some(1400), note: None });
+        inc.resolve(Resolution {
+            status: ResolutionStatus::Recovered,
+            strategy: Some("relog".into()),
+            at: 2.4,
+            time_to_recover_ms: Some(1400),
+            note: None,
+        });
         assert!(inc.crash.recovery_successful);
     }
 }

@@ -20,13 +20,13 @@ mod tasks;
 mod validate;
 
 pub use incident::{
-    Attempt, AttemptOutcome, CrashInfo, DetectorSource, Evidence, ExitInfo, Incident,
-    IncidentKind, Resolution, ResolutionStatus, Severity,
+    Attempt, AttemptOutcome, CrashInfo, DetectorSource, Evidence, ExitInfo, Incident, IncidentKind,
+    Resolution, ResolutionStatus, Severity,
 };
 pub use migrate::{CURRENT_SCHEMA_VERSION, Migration};
 pub use runtime::{
     BreakerState, ChildRecord, LogCursor, RecoveryPolicyState, RuntimeState, StrategyPolicyState,
 };
-pub use session::{LoadedState, PatchError, SessionState, StateError, MAX_CRASH_HISTORY};
+pub use session::{LoadedState, MAX_CRASH_HISTORY, PatchError, SessionState, StateError};
 pub use tasks::{CompleteOutcome, StartOutcome, Task, TaskError, TaskState};
 pub use validate::{ValidationError, ValidationErrors};

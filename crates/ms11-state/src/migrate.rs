@@ -38,7 +38,10 @@ pub(crate) fn to_current(
         Some(other) => {
             return Err(StateError::Field {
                 field: "schema_version".into(),
-                message: format!("expected a non-negative integer, found {}", json_type_name(other)),
+                message: format!(
+                    "expected a non-negative integer, found {}",
+                    json_type_name(other)
+                ),
             });
         }
     };
@@ -86,7 +89,10 @@ fn v0_to_v1(object: &mut Map<String, Value>) -> Result<String, StateError> {
         Some(other) => {
             return Err(StateError::Field {
                 field: "task_queue".into(),
-                message: format!("expected a list of strings, found {}", json_type_name(other)),
+                message: format!(
+                    "expected a list of strings, found {}",
+                    json_type_name(other)
+                ),
             });
         }
         None => Vec::new(),
@@ -102,14 +108,21 @@ fn v0_to_v1(object: &mut Map<String, Value>) -> Result<String, StateError> {
         };
         let count = seen.entry(name.clone()).or_insert(0);
         *count += 1;
-        let id = if *count == 1 { name.clone() } else { format!("{name}#{count}") };
+        let id = if *count == 1 {
+            name.clone()
+        } else {
+            format!("{name}#{count}")
+        };
         ids.push((id, name.clone()));
     }
     let tasks: Vec<Value> = ids
         .iter()
         .map(|(id, name)| json!({"id": id, "name": name, "state": "pending"}))
         .collect();
-    let task_queue: Vec<Value> = ids.iter().map(|(id, _)| Value::String(id.clone())).collect();
+    let task_queue: Vec<Value> = ids
+        .iter()
+        .map(|(id, _)| Value::String(id.clone()))
+        .collect();
     let session_id = match object.get("timestamp").and_then(Value::as_f64) {
         #[allow(clippy::cast_possible_truncation)]
         Some(ts) if ts.is_finite() => format!("seed-{}", ts.trunc() as i64),
@@ -121,7 +134,9 @@ fn v0_to_v1(object: &mut Map<String, Value>) -> Result<String, StateError> {
     );
     object.insert("task_queue".into(), Value::Array(task_queue));
     object.insert("tasks".into(), Value::Array(tasks));
-    object.entry("session_id").or_insert(Value::String(session_id));
+    object
+        .entry("session_id")
+        .or_insert(Value::String(session_id));
     object.entry("generation").or_insert(json!(0));
     object.insert("schema_version".into(), json!(1));
     Ok(note)

@@ -236,7 +236,11 @@ impl SessionState {
         }
         let current = match serde_json::to_value(&*self) {
             Ok(Value::Object(map)) => map,
-            Ok(_) => return Err(PatchError::State(StateError::NotAnObject { found: "non-object" })),
+            Ok(_) => {
+                return Err(PatchError::State(StateError::NotAnObject {
+                    found: "non-object",
+                }));
+            }
             Err(e) => return Err(PatchError::State(StateError::Serialize(e))),
         };
         let mut merged = current.clone();
@@ -281,7 +285,11 @@ fn from_object(object: Map<String, Value>) -> Result<SessionState, StateError> {
     serde_path_to_error::deserialize(&value).map_err(|err| {
         let field = err.path().to_string();
         StateError::Field {
-            field: if field == "." { "(top level)".into() } else { field },
+            field: if field == "." {
+                "(top level)".into()
+            } else {
+                field
+            },
             message: err.into_inner().to_string(),
         }
     })

@@ -259,13 +259,22 @@ mod tests {
         let mut s = state();
         s.add_task("a", "travel").unwrap();
         s.start_task("a", 1.0).unwrap();
-        assert_eq!(s.complete_task("a", Some(7), 2.0), Ok(CompleteOutcome::Completed));
+        assert_eq!(
+            s.complete_task("a", Some(7), 2.0),
+            Ok(CompleteOutcome::Completed)
+        );
         let before = s.clone();
-        assert_eq!(s.complete_task("a", Some(7), 3.0), Ok(CompleteOutcome::AlreadyDone));
+        assert_eq!(
+            s.complete_task("a", Some(7), 3.0),
+            Ok(CompleteOutcome::AlreadyDone)
+        );
         assert_eq!(s, before);
         assert_eq!(
             s.start_task("a", 4.0),
-            Err(TaskError::AlreadyDone { id: "a".into(), seq: Some(7) })
+            Err(TaskError::AlreadyDone {
+                id: "a".into(),
+                seq: Some(7)
+            })
         );
     }
 
@@ -273,16 +282,31 @@ mod tests {
     fn restarting_an_in_flight_task_counts_attempts() {
         let mut s = state();
         let first = s.start_task("x", 1.0).unwrap();
-        assert_eq!(first, StartOutcome { attempt: 1, added: true });
+        assert_eq!(
+            first,
+            StartOutcome {
+                attempt: 1,
+                added: true
+            }
+        );
         let again = s.start_task("x", 2.0).unwrap();
-        assert_eq!(again, StartOutcome { attempt: 2, added: false });
+        assert_eq!(
+            again,
+            StartOutcome {
+                attempt: 2,
+                added: false
+            }
+        );
     }
 
     #[test]
     fn duplicate_and_empty_ids_are_refused() {
         let mut s = state();
         s.add_task("a", "").unwrap();
-        assert!(matches!(s.add_task("a", ""), Err(TaskError::Duplicate { .. })));
+        assert!(matches!(
+            s.add_task("a", ""),
+            Err(TaskError::Duplicate { .. })
+        ));
         assert_eq!(s.add_task("", ""), Err(TaskError::EmptyId));
     }
 }

@@ -103,9 +103,15 @@ impl SessionState {
             errors.push(ValidationError::Empty { field: "zone" });
         }
         if !self.timestamp.is_finite() {
-            errors.push(ValidationError::NotFinite { field: "timestamp", value: self.timestamp });
+            errors.push(ValidationError::NotFinite {
+                field: "timestamp",
+                value: self.timestamp,
+            });
         } else if self.timestamp <= 0.0 {
-            errors.push(ValidationError::NotPositive { field: "timestamp", value: self.timestamp });
+            errors.push(ValidationError::NotPositive {
+                field: "timestamp",
+                value: self.timestamp,
+            });
         }
         for (field, value) in [
             ("session_duration", self.session_duration),
@@ -125,7 +131,10 @@ impl SessionState {
             ("xp_next_level", self.xp_next_level),
         ] {
             if value < 0 {
-                errors.push(ValidationError::Negative { field, value: value as f64 });
+                errors.push(ValidationError::Negative {
+                    field,
+                    value: value as f64,
+                });
             }
         }
         if self.xp_current > self.xp_next_level {
@@ -135,7 +144,9 @@ impl SessionState {
             });
         }
         if !(2..=3).contains(&self.coordinates.len()) {
-            errors.push(ValidationError::CoordinateCount { len: self.coordinates.len() });
+            errors.push(ValidationError::CoordinateCount {
+                len: self.coordinates.len(),
+            });
         }
         for (index, c) in self.coordinates.iter().enumerate() {
             if !c.is_finite() {
@@ -147,9 +158,16 @@ impl SessionState {
             if task.id.is_empty() {
                 errors.push(ValidationError::EmptyTaskId { index });
             } else if !ids.insert(task.id.as_str()) {
-                errors.push(ValidationError::DuplicateTaskId { index, id: task.id.clone() });
+                errors.push(ValidationError::DuplicateTaskId {
+                    index,
+                    id: task.id.clone(),
+                });
             }
         }
-        if errors.is_empty() { Ok(()) } else { Err(ValidationErrors(errors)) }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(ValidationErrors(errors))
+        }
     }
 }

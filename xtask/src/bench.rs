@@ -1,0 +1,158 @@
+//! `cargo xtask bench`: runs the criterion benchmarks, then prints one table where each
+//! figure stands next to its baseline from the same run, as a ratio, and writes it as
+//! JSON and Markdown under `target/bench/`.
+
+use std::fmt::Write as _;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+
+use crate::util;
+
+/// Options of `cargo xtask bench`.
+#[derive(clap::Args)]
+pub struct BenchArgs {
+    /// Only run benchmarks whose id contains this text.
+    #[arg(long)]
+    filter: Option<String>,
+}
+
+/// One row of the table: a measurement and the baseline it is compared with.
+struct Comparison {
+    what: &'static str,
+    measured: &'static str,
+    baseline: Option<&'static str>,
+    goal: &'static str,
+}
+
+const COMPARISONS: &[Comparison] = &[
+    Comparison {
+        what: "atomic save, 5 KB state",
+        measured: "persist/atomic_save/5kb",
+        baseline: Some("persist/bare_syscalls/5kb"),
+        goal: "ratio <= 1.1",
+    },
+    Comparison {
+        what: "load, 5 KB state",
+        measured: "persist/load/5kb",
+        baseline: None,
+        goal: "< 100 us",
+    },
+    Comparison {
+        what: "atomic save, 1 MB state",
+        measured: "persist/atomic_save/1mb",
+        baseline: Some("persist/atomic_save/5kb"),
+        goal: "scaling",
+    },
+];
+
+/// Runs the benchmarks and prints the table.
+pub fn run(args: &BenchArgs) -> Result<()> {
+    let bench_dir = util::target_dir().join("bench");
+    fs::create_dir_all(&bench_dir)?;
+    let mut cargo_args: Vec<String> = ["bench", "--workspace", "--", "--noplot"]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+    if let Some(filter) = &args.filter {
+        cargo_args.push(filter.clone());
+    }
+    // Benchmarks write their scratch files on the same file system as the target dir.
+    // SAFETY-free: the environment is set before any thread is started.
+    let scratch = bench_dir.join("scratch");
+    fs::create_dir_all(&scratch)?;
+    let status =
+        std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .args(&cargo_args)
+            .env("MS11_BENCH_DIR", &scratch)
+            .current_dir(util::workspace_root())
+            .status()
+            .context("could not run cargo bench")?;
+    anyhow::ensure!(status.success(), "cargo bench failed ({status})");
+    let estimates = read_estimates(&util::target_dir().join("criterion"))?;
+    let (markdown, json) = render(&estimates);
+    println!("\n{markdown}");
+    fs::write(bench_dir.join("summary.md"), &markdown)?;
+    fs::write(bench_dir.join("summary.json"), json)?;
+    println!("written: {}", bench_dir.join("summary.md").display());
+    Ok(())
+}
+
+/// Mean time in nanoseconds of every benchmark criterion has results for, by id.
+fn read_estimates(criterion_dir: &Path) -> Result<Vec<(String, f64)>> {
+    let mut found = Vec::new();
+    let mut stack: Vec<PathBuf> = vec![criterion_dir.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.ends_with("new/benchmark.json") {
+                let meta: serde_json::Value = serde_json::from_slice(&fs::read(&path)?)
+                    .with_context(|| format!("reading {}", path.display()))?;
+                let estimates_path = path.with_file_name("estimates.json");
+                let estimates: serde_json::Value =
+                    serde_json::from_slice(&fs::read(&estimates_path)?)
+                        .with_context(|| format!("reading {}", estimates_path.display()))?;
+                if let (Some(id), Some(mean)) = (
+                    meta["full_id"].as_str(),
+                    estimates["mean"]["point_estimate"].as_f64(),
+                ) {
+                    found.push((id.to_owned(), mean));
+                }
+            }
+        }
+    }
+    found.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(found)
+}
+
+fn human(ns: f64) -> String {
+    if ns >= 1e9 {
+        format!("{:.2} s", ns / 1e9)
+    } else if ns >= 1e6 {
+        format!("{:.2} ms", ns / 1e6)
+    } else if ns >= 1e3 {
+        format!("{:.1} us", ns / 1e3)
+    } else {
+        format!("{ns:.0} ns")
+    }
+}
+
+fn render(estimates: &[(String, f64)]) -> (String, String) {
+    let get = |id: &str| estimates.iter().find(|(k, _)| k == id).map(|(_, v)| *v);
+    let mut md =
+        String::from("| what | measured | baseline | ratio | goal |\n|---|---|---|---|---|\n");
+    let mut rows = Vec::new();
+    for c in COMPARISONS {
+        let Some(measured) = get(c.measured) else {
+            continue;
+        };
+        let baseline = c.baseline.and_then(get);
+        let ratio = baseline.map(|b| measured / b);
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} | {} |",
+            c.what,
+            human(measured),
+            c.baseline.map_or_else(
+                || "-".to_owned(),
+                |id| format!("{} ({id})", baseline.map_or_else(|| "n/a".into(), human))
+            ),
+            ratio.map_or_else(|| "-".into(), |r| format!("{r:.2}x")),
+            c.goal
+        );
+        rows.push(serde_json::json!({
+            "what": c.what, "measured_id": c.measured, "measured_ns": measured,
+            "baseline_id": c.baseline, "baseline_ns": baseline, "ratio": ratio, "goal": c.goal,
+        }));
+    }
+    let json =
+        serde_json::to_string_pretty(&serde_json::json!({ "comparisons": rows, "all": estimates }))
+            .unwrap_or_default();
+    (md, json)
+}
