@@ -28,8 +28,14 @@ struct Comparison {
 
 const COMPARISONS: &[Comparison] = &[
     Comparison {
-        what: "atomic save, 5 KB state",
+        what: "atomic save, 5 KB, 3 generations kept",
         measured: "persist/atomic_save/5kb",
+        baseline: Some("persist/bare_syscalls/5kb"),
+        goal: "1 rename more than bare",
+    },
+    Comparison {
+        what: "atomic save, 5 KB, 1 generation kept",
+        measured: "persist/atomic_save_keep1/5kb",
         baseline: Some("persist/bare_syscalls/5kb"),
         goal: "ratio <= 1.1",
     },
@@ -51,7 +57,7 @@ const COMPARISONS: &[Comparison] = &[
 pub fn run(args: &BenchArgs) -> Result<()> {
     let bench_dir = util::target_dir().join("bench");
     fs::create_dir_all(&bench_dir)?;
-    let mut cargo_args: Vec<String> = ["bench", "--workspace", "--", "--noplot"]
+    let mut cargo_args: Vec<String> = ["bench", "--workspace", "--bench", "*", "--", "--noplot"]
         .iter()
         .map(|s| (*s).to_owned())
         .collect();

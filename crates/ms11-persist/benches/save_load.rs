@@ -1,5 +1,6 @@
 //! Save and load costs, each next to its baseline measured in the same run:
-//! `atomic_save/5kb` against `bare_syscalls/5kb` (the same temp-file, write, fsync,
+//! `atomic_save/5kb` (3 generations kept) and `atomic_save_keep1/5kb` (1 kept) against
+//! `bare_syscalls/5kb` (the same temp-file, write, fsync,
 //! close, rename, directory-fsync sequence written inline with std, no generations, no
 //! validation, no checksum), `load/5kb`, and `atomic_save/1mb` for scaling.
 //! `cargo xtask bench` turns the estimates into ratios.
@@ -72,6 +73,12 @@ fn benches(c: &mut Criterion) {
     let mut state = small.clone();
     group.bench_function("atomic_save/5kb", |b| {
         b.iter(|| store.save(&mut state).unwrap())
+    });
+    let single_path = dir.path().join("single").join("session_state.json");
+    let mut single_store = AtomicStore::open(&single_path, 1).unwrap();
+    let mut single_state = small.clone();
+    group.bench_function("atomic_save_keep1/5kb", |b| {
+        b.iter(|| single_store.save(&mut single_state).unwrap());
     });
     let files = StateFiles::new(&path);
     group.bench_function("load/5kb", |b| {

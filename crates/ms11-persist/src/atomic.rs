@@ -2,11 +2,13 @@
 //! the state file after the older generations moved one slot down.
 //!
 //! Sequence (see `research/persistence.md`): create `.<name>.<pid>.<n>.tmp` in the same
-//! directory with `O_EXCL` and mode 0600, write everything, fsync, close; rename
-//! `<name>.<k-1>` → `<name>.<k>` ... `<name>` → `<name>.1`; rename the temp file to
-//! `<name>`; fsync the directory. A crash at any point leaves the previous generation
-//! loadable (a load goes by the generation number inside the files, not by their
-//! names). A failed write or fsync is never retried on the same file.
+//! directory with `O_EXCL` and mode 0600, write everything, fsync, close; rename the
+//! current `<name>` to its ring slot `<name>.<k>` (k = 1 + (its generation - 1) mod
+//! (keep - 1), replacing the oldest generation kept); rename the temp file to `<name>`;
+//! fsync the directory. One rename more than a bare replace, whatever `keep` is. A crash
+//! at any point leaves the previous generation loadable: a load goes by the generation
+//! number inside the files, never by their names. A failed write or fsync is never
+//! retried on the same file.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
@@ -72,17 +74,19 @@ impl AtomicStore {
         Ok(())
     }
 
-    fn rotate(&self) -> Result<(), PersistError> {
-        for slot in (1..self.keep).rev() {
-            let from = self.files.slot_path(slot - 1);
-            let to = self.files.slot_path(slot);
-            match fs::rename(&from, &to) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(PersistError::io("rotate the generation", &from, e)),
-            }
+    /// Moves the current main file (generation `displaced`) to its ring slot.
+    fn rotate(&self, displaced: u64) -> Result<(), PersistError> {
+        if self.keep < 2 || displaced == 0 {
+            return Ok(());
         }
-        Ok(())
+        let ring = self.keep as u64 - 1;
+        let slot = usize::try_from(1 + (displaced - 1) % ring).unwrap_or(1);
+        let from = self.files.path();
+        match fs::rename(from, self.files.slot_path(slot)) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(PersistError::io("keep the previous generation of", from, e)),
+        }
     }
 }
 
@@ -101,6 +105,7 @@ impl StateStore for AtomicStore {
 
     fn save(&mut self, state: &mut SessionState) -> Result<SaveReport, PersistError> {
         let started = Instant::now();
+        let displaced = self.last_generation;
         let bytes = stamp_and_serialize(state, self.last_generation, self.files.path())?;
         let result = (|| {
             create_private_dir(self.files.dir())?;
@@ -109,7 +114,7 @@ impl StateStore for AtomicStore {
             let tmp = self.files.temp_path(self.temp_counter);
             write_durable_temp(&tmp, &bytes.bytes)?;
             if let Err(e) = self
-                .rotate()
+                .rotate(displaced)
                 .and_then(|()| replace(&tmp, self.files.path()))
             {
                 let _ = fs::remove_file(&tmp);

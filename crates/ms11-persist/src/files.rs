@@ -13,6 +13,25 @@ use crate::integrity::{self, Seal};
 use crate::quarantine::{self, QuarantinedFile};
 use crate::{LoadReport, PersistError, SkippedFile};
 
+/// Just the generation number of a state file, read without building the state.
+#[derive(serde::Deserialize)]
+struct GenerationOnly {
+    #[serde(default)]
+    generation: u64,
+}
+
+/// The generation number a file claims, if it is a readable JSON object.
+fn peek_generation(path: &Path) -> Option<u64> {
+    let meta = fs::symlink_metadata(path).ok()?;
+    if !meta.is_file() || meta.len() == 0 || meta.len() > MAX_STATE_BYTES {
+        return None;
+    }
+    let bytes = fs::read(path).ok()?;
+    serde_json::from_slice::<GenerationOnly>(&bytes)
+        .ok()
+        .map(|g| g.generation)
+}
+
 /// A state file larger than this is refused (a state is a few KB).
 const MAX_STATE_BYTES: u64 = 64 * 1024 * 1024;
 
@@ -259,18 +278,32 @@ impl StateFiles {
         if candidates.is_empty() {
             return Ok(None);
         }
-        let mut valid: Vec<(u64, usize, PathBuf, LoadedState)> = Vec::new();
+        // A cheap look at each file's generation number orders the full checks, so a
+        // normal load parses and validates one file, not every generation kept.
+        let mut ordered: Vec<(Option<u64>, usize, PathBuf)> = candidates
+            .into_iter()
+            .map(|(slot, path)| (peek_generation(&path), slot, path))
+            .collect();
+        ordered.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
         let mut invalid: Vec<(PathBuf, String)> = Vec::new();
-        for (slot, path) in candidates {
+        let mut chosen: Option<(u64, PathBuf, LoadedState)> = None;
+        for (peeked, slot, path) in ordered {
+            if chosen.is_some() {
+                if peeked.is_none() || slot == 0 {
+                    // Unreadable even for its generation number, or the main file (which
+                    // should be the newest): check it fully and report it if bad.
+                    if let Err(reason) = self.examine(&path) {
+                        invalid.push((path, reason));
+                    }
+                }
+                continue;
+            }
             match self.examine(&path) {
-                Ok(loaded) => valid.push((loaded.state.generation, slot, path, loaded)),
+                Ok(loaded) => chosen = Some((loaded.state.generation, path, loaded)),
                 Err(reason) => invalid.push((path, reason)),
             }
         }
-        // Newest generation first; on a tie the lower slot (the main file) wins.
-        valid.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
-        let mut valid = valid.into_iter();
-        let Some((generation, _, loaded_from, loaded)) = valid.next() else {
+        let Some((generation, loaded_from, loaded)) = chosen else {
             return Err(PersistError::NoValidState {
                 dir: self.dir.clone(),
                 files: invalid,
@@ -300,7 +333,6 @@ impl StateFiles {
             path = %loaded_from.display(),
             generation,
             skipped = skipped.len(),
-            older_valid = valid.len(),
             "loaded session state"
         );
         Ok(Some(LoadReport {
