@@ -26,19 +26,37 @@ struct Comparison {
     goal: &'static str,
 }
 
-const COMPARISONS: &[Comparison] = &[
-    Comparison {
-        what: "atomic save, 5 KB, 3 generations kept",
-        measured: "persist/atomic_save/5kb",
-        baseline: Some("persist/bare_syscalls/5kb"),
-        goal: "1 rename more than bare",
+/// A row from a paired benchmark: measured and baseline alternate in one loop, so the
+/// ratio holds even on a noisy machine.
+struct PairedRow {
+    what: &'static str,
+    report: &'static str,
+    measured: &'static str,
+    baseline: &'static str,
+    baseline_name: &'static str,
+    goal: &'static str,
+}
+
+const PAIRED: &[PairedRow] = &[
+    PairedRow {
+        what: "atomic save, 5 KB, 3 generations kept (median)",
+        report: "paired_save",
+        measured: "keep3_median_ns",
+        baseline: "bare_median_ns",
+        baseline_name: "bare syscall sequence",
+        goal: "one rename more than bare",
     },
-    Comparison {
-        what: "atomic save, 5 KB, 1 generation kept",
-        measured: "persist/atomic_save_keep1/5kb",
-        baseline: Some("persist/bare_syscalls/5kb"),
+    PairedRow {
+        what: "atomic save, 5 KB, 1 generation kept (median)",
+        report: "paired_save",
+        measured: "keep1_median_ns",
+        baseline: "bare_median_ns",
+        baseline_name: "bare syscall sequence",
         goal: "ratio <= 1.1",
     },
+];
+
+const COMPARISONS: &[Comparison] = &[
     Comparison {
         what: "load, 5 KB state",
         measured: "persist/load/5kb",
@@ -65,19 +83,30 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         cargo_args.push(filter.clone());
     }
     // Benchmarks write their scratch files on the same file system as the target dir.
-    // SAFETY-free: the environment is set before any thread is started.
     let scratch = bench_dir.join("scratch");
     fs::create_dir_all(&scratch)?;
-    let status =
+    let mut child =
         std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
             .args(&cargo_args)
             .env("MS11_BENCH_DIR", &scratch)
             .current_dir(util::workspace_root())
-            .status()
+            .stdout(std::process::Stdio::piped())
+            .spawn()
             .context("could not run cargo bench")?;
+    // Pass the output through, keeping the one-line JSON reports of the paired benches.
+    let mut reports = serde_json::Map::new();
+    if let Some(stdout) = child.stdout.take() {
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)).map_while(Result::ok) {
+            println!("{line}");
+            if let Ok(serde_json::Value::Object(map)) = serde_json::from_str(&line) {
+                reports.extend(map);
+            }
+        }
+    }
+    let status = child.wait()?;
     anyhow::ensure!(status.success(), "cargo bench failed ({status})");
     let estimates = read_estimates(&util::target_dir().join("criterion"))?;
-    let (markdown, json) = render(&estimates);
+    let (markdown, json) = render(&estimates, &reports);
     println!("\n{markdown}");
     fs::write(bench_dir.join("summary.md"), &markdown)?;
     fs::write(bench_dir.join("summary.json"), json)?;
@@ -129,11 +158,38 @@ fn human(ns: f64) -> String {
     }
 }
 
-fn render(estimates: &[(String, f64)]) -> (String, String) {
+fn render(
+    estimates: &[(String, f64)],
+    reports: &serde_json::Map<String, serde_json::Value>,
+) -> (String, String) {
     let get = |id: &str| estimates.iter().find(|(k, _)| k == id).map(|(_, v)| *v);
     let mut md =
         String::from("| what | measured | baseline | ratio | goal |\n|---|---|---|---|---|\n");
     let mut rows = Vec::new();
+    for row in PAIRED {
+        let Some(report) = reports.get(row.report) else {
+            continue;
+        };
+        let (Some(measured), Some(baseline)) =
+            (report[row.measured].as_f64(), report[row.baseline].as_f64())
+        else {
+            continue;
+        };
+        let ratio = measured / baseline;
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} ({}) | {ratio:.2}x | {} |",
+            row.what,
+            human(measured),
+            human(baseline),
+            row.baseline_name,
+            row.goal
+        );
+        rows.push(serde_json::json!({
+            "what": row.what, "measured_ns": measured, "baseline": row.baseline_name,
+            "baseline_ns": baseline, "ratio": ratio, "goal": row.goal, "paired": true,
+        }));
+    }
     for c in COMPARISONS {
         let Some(measured) = get(c.measured) else {
             continue;
@@ -157,8 +213,9 @@ fn render(estimates: &[(String, f64)]) -> (String, String) {
             "baseline_id": c.baseline, "baseline_ns": baseline, "ratio": ratio, "goal": c.goal,
         }));
     }
-    let json =
-        serde_json::to_string_pretty(&serde_json::json!({ "comparisons": rows, "all": estimates }))
-            .unwrap_or_default();
+    let json = serde_json::to_string_pretty(
+        &serde_json::json!({ "comparisons": rows, "all": estimates, "reports": reports }),
+    )
+    .unwrap_or_default();
     (md, json)
 }
