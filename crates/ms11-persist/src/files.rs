@@ -13,6 +13,9 @@ use crate::integrity::{self, Seal};
 use crate::quarantine::{self, QuarantinedFile};
 use crate::{LoadReport, PersistError, SkippedFile};
 
+/// A state file read for a load: peeked generation, slot, path, bytes or why unreadable.
+type Candidate = (Option<u64>, usize, PathBuf, Result<Vec<u8>, String>);
+
 /// Just the generation number of a state file, read without building the state.
 #[derive(serde::Deserialize)]
 struct GenerationOnly {
@@ -20,16 +23,53 @@ struct GenerationOnly {
     generation: u64,
 }
 
-/// The generation number a file claims, if it is a readable JSON object.
-fn peek_generation(path: &Path) -> Option<u64> {
-    let meta = fs::symlink_metadata(path).ok()?;
-    if !meta.is_file() || meta.len() == 0 || meta.len() > MAX_STATE_BYTES {
-        return None;
-    }
-    let bytes = fs::read(path).ok()?;
-    serde_json::from_slice::<GenerationOnly>(&bytes)
+/// The generation number a file's bytes claim, if they are a JSON object.
+fn peek_generation(bytes: &[u8]) -> Option<u64> {
+    serde_json::from_slice::<GenerationOnly>(bytes)
         .ok()
         .map(|g| g.generation)
+}
+
+/// Reads a state file after checking it is a regular file of a sane size.
+fn read_checked(path: &Path) -> Result<Vec<u8>, String> {
+    let meta = fs::symlink_metadata(path).map_err(|e| format!("cannot stat: {e}"))?;
+    let file_type = meta.file_type();
+    if file_type.is_symlink() {
+        let target = fs::read_link(path)
+            .map(|t| t.display().to_string())
+            .unwrap_or_else(|_| "?".into());
+        return Err(format!(
+            "is a symbolic link (to `{target}`); state files must be regular files"
+        ));
+    }
+    if file_type.is_dir() {
+        return Err("is a directory, not a state file".into());
+    }
+    if !file_type.is_file() {
+        return Err("is not a regular file".into());
+    }
+    if meta.len() == 0 {
+        return Err("is empty (0 bytes): a save was cut short".into());
+    }
+    if meta.len() > MAX_STATE_BYTES {
+        return Err(format!(
+            "is {} bytes, larger than the {MAX_STATE_BYTES}-byte limit for a state file",
+            meta.len()
+        ));
+    }
+    fs::read(path).map_err(|e| format!("cannot read: {e}"))
+}
+
+/// Checks the checksum line, parses, migrates and validates.
+fn parse_checked(bytes: &[u8]) -> Result<LoadedState, String> {
+    if let Seal::Mismatch { stored, actual } = integrity::check(bytes) {
+        return Err(format!(
+            "checksum mismatch (stored crc32c {stored}, content {actual}): the file is damaged or was edited by hand (to accept an edit, delete its \"integrity\" line)"
+        ));
+    }
+    let mut loaded = SessionState::from_json_slice(bytes).map_err(|e| e.to_string())?;
+    loaded.state.extra.remove("integrity");
+    Ok(loaded)
 }
 
 /// A state file larger than this is refused (a state is a few KB).
@@ -184,40 +224,7 @@ impl StateFiles {
 
     /// Reads and checks one file: its state, or why it cannot be used.
     pub(crate) fn examine(&self, path: &Path) -> Result<LoadedState, String> {
-        let meta = fs::symlink_metadata(path).map_err(|e| format!("cannot stat: {e}"))?;
-        let file_type = meta.file_type();
-        if file_type.is_symlink() {
-            let target = fs::read_link(path)
-                .map(|t| t.display().to_string())
-                .unwrap_or_else(|_| "?".into());
-            return Err(format!(
-                "is a symbolic link (to `{target}`); state files must be regular files"
-            ));
-        }
-        if file_type.is_dir() {
-            return Err("is a directory, not a state file".into());
-        }
-        if !file_type.is_file() {
-            return Err("is not a regular file".into());
-        }
-        if meta.len() == 0 {
-            return Err("is empty (0 bytes): a save was cut short".into());
-        }
-        if meta.len() > MAX_STATE_BYTES {
-            return Err(format!(
-                "is {} bytes, larger than the {MAX_STATE_BYTES}-byte limit for a state file",
-                meta.len()
-            ));
-        }
-        let bytes = fs::read(path).map_err(|e| format!("cannot read: {e}"))?;
-        if let Seal::Mismatch { stored, actual } = integrity::check(&bytes) {
-            return Err(format!(
-                "checksum mismatch (stored crc32c {stored}, content {actual}): the file is damaged or was edited by hand (to accept an edit, delete its \"integrity\" line)"
-            ));
-        }
-        let mut loaded = SessionState::from_json_slice(&bytes).map_err(|e| e.to_string())?;
-        loaded.state.extra.remove("integrity");
-        Ok(loaded)
+        parse_checked(&read_checked(path)?)
     }
 
     /// Every state file with its generation and validity, newest generation first
@@ -280,25 +287,30 @@ impl StateFiles {
         }
         // A cheap look at each file's generation number orders the full checks, so a
         // normal load parses and validates one file, not every generation kept.
-        let mut ordered: Vec<(Option<u64>, usize, PathBuf)> = candidates
+        let mut ordered: Vec<Candidate> = candidates
             .into_iter()
-            .map(|(slot, path)| (peek_generation(&path), slot, path))
+            .map(|(slot, path)| {
+                let bytes = read_checked(&path);
+                let peeked = bytes.as_deref().ok().and_then(peek_generation);
+                (peeked, slot, path, bytes)
+            })
             .collect();
         ordered.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
         let mut invalid: Vec<(PathBuf, String)> = Vec::new();
         let mut chosen: Option<(u64, PathBuf, LoadedState)> = None;
-        for (peeked, slot, path) in ordered {
+        for (peeked, slot, path, bytes) in ordered {
+            let examined = || bytes.and_then(|b| parse_checked(&b));
             if chosen.is_some() {
                 if peeked.is_none() || slot == 0 {
                     // Unreadable even for its generation number, or the main file (which
                     // should be the newest): check it fully and report it if bad.
-                    if let Err(reason) = self.examine(&path) {
+                    if let Err(reason) = examined() {
                         invalid.push((path, reason));
                     }
                 }
                 continue;
             }
-            match self.examine(&path) {
+            match examined() {
                 Ok(loaded) => chosen = Some((loaded.state.generation, path, loaded)),
                 Err(reason) => invalid.push((path, reason)),
             }

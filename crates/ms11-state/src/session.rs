@@ -195,6 +195,20 @@ impl SessionState {
 
     /// Parses, migrates and validates a state file's bytes.
     pub fn from_json_slice(bytes: &[u8]) -> Result<LoadedState, StateError> {
+        // Fast path: a file at the current schema deserialises straight into the struct.
+        // Anything else (an older schema, a type error) takes the path below, which
+        // migrates and names the offending field.
+        if let Ok(mut state) = serde_json::from_slice::<SessionState>(bytes)
+            && state.schema_version == migrate::CURRENT_SCHEMA_VERSION
+        {
+            let tasks_added_from_queue = state.reconcile_task_queue();
+            state.validate()?;
+            return Ok(LoadedState {
+                state,
+                migration: None,
+                tasks_added_from_queue,
+            });
+        }
         let value: Value = serde_json::from_slice(bytes).map_err(StateError::Syntax)?;
         Self::from_json_value(value)
     }
