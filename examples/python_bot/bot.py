@@ -146,7 +146,7 @@ class Bot:
         --ack-timeout seconds. The ack means the runner has recorded it durably."""
         seq = self.ch.next_seq()
         while True:
-            self.ch.send(message_type, seq=seq, **fields)
+            self.ch.send(message_type, **fields, seq=seq)
             deadline = time.monotonic() + self.args.ack_timeout
             while True:
                 message = self.wait_for(max(0.0, deadline - time.monotonic()))

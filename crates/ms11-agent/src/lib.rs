@@ -49,6 +49,6 @@ pub use output_log::{
 };
 pub use reader::{
     BotEvent, BotReader, DEFAULT_MAX_LINE_LEN, Ignored, LineReader, RawLine, ReaderConfig,
-    ReaderSummary, spawn_reader,
+    ReaderSummary, spawn_output_reader, spawn_reader,
 };
 pub use writer::{AgentWriter, WriteError};

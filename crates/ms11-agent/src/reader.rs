@@ -181,12 +181,35 @@ pub fn spawn_reader<R: Read + Send + 'static>(
     stream: R,
     config: ReaderConfig,
 ) -> io::Result<BotReader> {
+    spawn(stream, config, Mode::Protocol)
+}
+
+/// Starts a thread that logs a stream that carries no protocol (the bot's stderr) as the
+/// bot's output, with the same line limit and rate limits. Its only event is `Closed`.
+pub fn spawn_output_reader<R: Read + Send + 'static>(
+    stream: R,
+    config: ReaderConfig,
+) -> io::Result<BotReader> {
+    spawn(stream, config, Mode::OutputOnly)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Protocol,
+    OutputOnly,
+}
+
+fn spawn<R: Read + Send + 'static>(
+    stream: R,
+    config: ReaderConfig,
+    mode: Mode,
+) -> io::Result<BotReader> {
     let (tx, rx) = crossbeam_channel::bounded(config.channel_capacity.max(1));
     let output = Arc::new(Mutex::new(OutputLimiter::new(config.output)));
     let shared = Arc::clone(&output);
     let thread = std::thread::Builder::new()
         .name(format!("bot-reader-{}", config.label))
-        .spawn(move || read_loop(stream, &config, &tx, &shared))?;
+        .spawn(move || read_loop(stream, &config, mode, &tx, &shared))?;
     Ok(BotReader {
         events: rx,
         output,
@@ -200,6 +223,7 @@ const MAX_REMEMBERED_TYPES: usize = 64;
 fn read_loop<R: Read>(
     stream: R,
     config: &ReaderConfig,
+    mode: Mode,
     tx: &Sender<BotEvent>,
     output: &Mutex<OutputLimiter>,
 ) {
@@ -240,6 +264,11 @@ fn read_loop<R: Read>(
                     group_thousands(config.max_line_len as u64)
                 );
             }
+            summary.output_lines += 1;
+            log_output(now, &String::from_utf8_lossy(&line.bytes));
+            continue;
+        }
+        if mode == Mode::OutputOnly {
             summary.output_lines += 1;
             log_output(now, &String::from_utf8_lossy(&line.bytes));
             continue;
@@ -334,6 +363,21 @@ mod tests {
         assert_eq!(got[0].full_len, 100_000);
         assert!(got[0].is_cut());
         assert_eq!(got[1].bytes, b"next");
+    }
+
+    #[test]
+    fn an_output_reader_never_decodes() {
+        let input = b"{\"type\":\"heartbeat\"}\nTraceback (most recent call last):\n".to_vec();
+        let reader =
+            spawn_output_reader(std::io::Cursor::new(input), ReaderConfig::new("t")).unwrap();
+        let events: Vec<_> = reader.events.iter().collect();
+        assert!(
+            matches!(&events[..], [BotEvent::Closed(s)] if s.output_lines == 2 && s.messages == 0)
+        );
+        assert_eq!(
+            reader.recent_output()[1],
+            "Traceback (most recent call last):"
+        );
     }
 
     #[test]
