@@ -12,22 +12,31 @@
 //! Wiring in the runner, per bot process:
 //! ```text
 //! let reader = spawn_reader(child_stdout, ReaderConfig::new(session))?;
-//! let mut writer = AgentWriter::new(child_stdin, session);
+//! let _stderr = spawn_output_reader(child_stderr, ReaderConfig::new(session))?;
+//! let writer = spawn_writer(child_stdin, session, 64)?;   // never blocks the loop
 //! let mut rules = ExactlyOnce::new();
-//! for event in reader.events.iter() {            // or select! with other channels
-//!     let BotEvent::Message(msg) = event else { ... };
-//!     match rules.handle(&mut state, &msg, unix_now()) {
-//!         Action::SaveThenAck { seq } => {
-//!             let mark = rules.change_mark();
-//!             if store.save(&mut state).is_ok() {
-//!                 rules.saved(mark);
-//!                 writer.send(&RunnerMessage::Ack { seq })?;
-//!             }                                   // else: no ack, the bot resends
-//!         }
-//!         Action::SendResume | Action::Resync { .. } => writer.send(&rules.resume(&state))?,
-//!         ...
-//!     }
-//! }
+//! loop { select! {
+//!   recv(reader.events) -> event => match event {
+//!     BotEvent::Message(msg) => match rules.handle(&mut state, &msg, unix_now()) {
+//!       Action::SaveThenAck { seq } => {
+//!         let mark = rules.change_mark();
+//!         if store.save(&mut state).is_ok() {         // durable first
+//!           rules.saved(mark);
+//!           writer.send(RunnerMessage::Ack { seq })?;
+//!         }                                            // else no ack: the bot resends
+//!       }
+//!       Action::Ack { seq } => writer.send(RunnerMessage::Ack { seq })?,
+//!       Action::Save => { /* checkpoint: save now, then rules.saved(mark) */ }
+//!       Action::SendResume | Action::Resync { .. } => writer.send(rules.resume(&state))?,
+//!       Action::Incompatible(err) => { writer.send(RunnerMessage::Shutdown)?; /* report */ }
+//!       Action::Log { level, msg } => level.emit(session, &msg),
+//!       ...                                            // Beat, RelogResult, StateChanged
+//!     },
+//!     BotEvent::Ignored(_) => {}                       // already logged
+//!     BotEvent::Closed(_) => { /* the bot's stdout closed: wait for its exit */ }
+//!   },
+//!   recv(writer.errors()) -> err => { /* the bot is gone */ }
+//! }}
 //! ```
 
 mod decode;
@@ -51,4 +60,4 @@ pub use reader::{
     BotEvent, BotReader, DEFAULT_MAX_LINE_LEN, Ignored, LineReader, RawLine, ReaderConfig,
     ReaderSummary, spawn_output_reader, spawn_reader,
 };
-pub use writer::{AgentWriter, WriteError};
+pub use writer::{AgentWriter, BotWriter, QueueError, WriteError, spawn_writer};
