@@ -14,7 +14,7 @@ use ms11_agent::{
 use ms11_persist::{AtomicStore, StateStore};
 use ms11_state::{SessionState, TaskState};
 
-const ACK_TIMEOUT_S: f64 = 1.0;
+const ACK_TIMEOUT_S: f64 = 2.0;
 
 fn bot_script() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/python_bot/bot.py")
@@ -353,5 +353,53 @@ fn the_example_bot_verifies_a_rerun_instead_of_repeating_it_and_answers_relog() 
     let (code, _) = h.shutdown_and_wait();
     assert_eq!(code, 0);
     // t-1's effect is not repeated.
+    assert_eq!(effects(dir.path()), ["t-1", "t-2"]);
+}
+
+#[test]
+fn the_example_bot_starts_nothing_while_paused_and_continues_after_resume() {
+    if !python_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = Harness::start(dir.path(), state_with(&["t-1", "t-2"]));
+    h.expect_hello_and_resume();
+
+    let started = h.next();
+    assert!(matches!(&started, BotMessage::TaskStarted { id, .. } if id == "t-1"));
+    let seq = h.handle_expecting_save(&started);
+    h.save_then_ack(seq);
+    h.writer.send(&RunnerMessage::Pause).unwrap();
+    // The task under way is finished and acknowledged ...
+    let done = h.next();
+    assert!(
+        matches!(&done, BotMessage::TaskDone { id, .. } if id == "t-1"),
+        "{done:?}"
+    );
+    let seq = h.handle_expecting_save(&done);
+    h.save_then_ack(seq);
+    // ... but the next one is not started while paused.
+    assert_eq!(h.next_within(Duration::from_millis(800)), None);
+    assert!(
+        h.logs.iter().any(|l| l.starts_with("paused")),
+        "{:?}",
+        h.logs
+    );
+
+    let resume = h.rules.resume(&h.state);
+    h.writer.send(&resume).unwrap();
+    for expected in ["started t-2", "done t-2"] {
+        let message = h.next();
+        let got = match &message {
+            BotMessage::TaskStarted { id, .. } => format!("started {id}"),
+            BotMessage::TaskDone { id, .. } => format!("done {id}"),
+            other => format!("{other:?}"),
+        };
+        assert_eq!(got, expected);
+        let seq = h.handle_expecting_save(&message);
+        h.save_then_ack(seq);
+    }
+    let (code, _) = h.shutdown_and_wait();
+    assert_eq!(code, 0);
     assert_eq!(effects(dir.path()), ["t-1", "t-2"]);
 }
