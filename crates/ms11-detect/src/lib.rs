@@ -1,0 +1,43 @@
+//! Detectors that observe a game session and report what goes wrong as
+//! [`ms11_state::Incident`]s, and nothing else: they never decide or start recovery.
+//!
+//! Every detector runs on its own thread and sends incidents on a
+//! `crossbeam_channel::Sender<Incident>`; each returns a [`DetectorHandle`] whose
+//! `stop()` (or drop) ends and joins the thread. The detectors:
+//!
+//! - [`log_detector`] (over [`log_follow`] and [`patterns`]): a `tail -F` follower of the
+//!   client log matched against named, typed patterns;
+//! - [`window`]: the client's top-level windows and error dialogs (X11 via x11rb, Win32);
+//! - [`stall`]: no heartbeat or progress from the bot within a configured time;
+//! - [`crash_dump`]: a new `*.mdmp` or crash report appearing in the client directory;
+//! - [`process_exit`]: a child's exit turned into an incident;
+//! - [`fuse`]: merges incidents that arrive within a window into one.
+//!
+//! Incident ids come from a shared [`IncidentIds`] counter (`<session>-<n>`).
+
+pub mod crash_dump;
+mod error;
+pub mod fuse;
+mod handle;
+mod ids;
+pub mod log_detector;
+pub mod log_follow;
+pub mod patterns;
+pub mod process_exit;
+pub mod stall;
+pub mod window;
+
+pub use crash_dump::{CrashDumpConfig, spawn_crash_dump_watcher};
+pub use error::DetectError;
+pub use fuse::{FuseConfig, Fuser, spawn_fuser};
+pub use handle::DetectorHandle;
+pub use ids::{IncidentIds, unix_now};
+pub use log_detector::{LogDetectorHandle, spawn_log_detector};
+pub use log_follow::{CursorCell, FileTail, FollowSettings, FollowStats};
+pub use patterns::{
+    LogPatternConfig, PatternInfo, PatternMatcher, PatternSet, PatternSpec, StartAt,
+    default_ignore, default_patterns,
+};
+pub use process_exit::{ExitWatcher, incident_for_exit};
+pub use stall::{StallConfig, StallDetector, StallTracker};
+pub use window::{WindowProbeConfig, spawn_window_probe};
