@@ -244,7 +244,9 @@ pub fn default_ignore() -> Vec<String> {
         r"\[swg\.[\w.]+\]".to_owned(),
         // spoken and tells: "Bob says, ...", "Bob tells you, ...", "You tell Bob, ..."
         r#"\b(?:says|said|shouts|whispers|exclaims|asks|yells|tells you|mutters)[,:]\s"#.to_owned(),
-        r"\byou tell \S+[,:]\s".to_owned(),
+        r"\byou tell [^,:]{1,40}[,:]\s".to_owned(),
+        // in-game mail: "You have received mail from Bob: Re: ..."
+        r"\b(?:received mail from|mail subject:)".to_owned(),
     ]
 }
 

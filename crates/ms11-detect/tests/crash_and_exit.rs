@@ -1,0 +1,89 @@
+//! Crash-dump watcher on a real directory and exit watcher on real child processes.
+#![allow(clippy::unwrap_used)]
+
+use std::process::Command;
+use std::time::Duration;
+
+use ms11_detect::{CrashDumpConfig, ExitWatcher, IncidentIds, spawn_crash_dump_watcher};
+use ms11_state::IncidentKind;
+
+#[test]
+fn new_crash_files_are_reported_once_and_old_ones_never() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("SwgClient_r-1.0-20261124220000.mdmp"),
+        b"old",
+    )
+    .unwrap();
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let h = spawn_crash_dump_watcher(
+        &CrashDumpConfig::default(),
+        dir.path(),
+        IncidentIds::new("s"),
+        tx,
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("client.log"), b"not a crash").unwrap();
+    std::fs::write(
+        dir.path().join("SwgClient_r-1.0-20261125031244.txt"),
+        b"automated crash dump from SwgClient_r.exe\nException c0000005(3)=code 0040a1b2=addr\n",
+    )
+    .unwrap();
+    let inc = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+    assert_eq!(inc.kind, IncidentKind::CrashDump);
+    assert_eq!(
+        inc.matched_text.as_deref(),
+        Some("SwgClient_r-1.0-20261125031244.txt")
+    );
+    assert!(
+        inc.crash.error_message.contains("Exception c0000005"),
+        "{}",
+        inc.crash.error_message
+    );
+    std::fs::write(
+        dir.path().join("SwgClient_r-1.0-20261125031244.mdmp"),
+        b"MDMP",
+    )
+    .unwrap();
+    let inc = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+    assert_eq!(
+        inc.matched_text.as_deref(),
+        Some("SwgClient_r-1.0-20261125031244.mdmp")
+    );
+    assert!(
+        rx.recv_timeout(Duration::from_millis(300)).is_err(),
+        "each file once; the old dump never"
+    );
+    h.stop();
+}
+
+#[cfg(unix)]
+#[test]
+fn exit_watcher_reports_codes_and_crash_signals() {
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let ids = IncidentIds::new("s");
+    let child = Command::new("sh").args(["-c", "exit 3"]).spawn().unwrap();
+    ExitWatcher::spawn(child, "bot", ids.clone(), tx.clone())
+        .unwrap()
+        .join();
+    let inc = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+    assert_eq!(inc.kind, IncidentKind::ProcessExit);
+    assert_eq!(inc.exit.as_ref().unwrap().code, Some(3));
+
+    let child = Command::new("sh")
+        .args(["-c", "kill -SEGV $$"])
+        .spawn()
+        .unwrap();
+    let w = ExitWatcher::spawn(child, "client", ids, tx).unwrap();
+    let inc = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+    assert_eq!(inc.kind, IncidentKind::Crash);
+    assert_eq!(inc.exit.as_ref().unwrap().signal, Some(11));
+    assert!(
+        inc.crash
+            .error_message
+            .starts_with("client exited: signal 11"),
+        "{}",
+        inc.crash.error_message
+    );
+    w.join();
+}
