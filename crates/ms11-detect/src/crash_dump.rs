@@ -217,8 +217,11 @@ pub fn spawn_crash_dump_watcher(
 
 fn watch(dir: &Path, tx: &Sender<()>) -> Option<notify::RecommendedWatcher> {
     let tx = tx.clone();
-    let mut w = notify::recommended_watcher(move |_res: notify::Result<notify::Event>| {
-        let _ = tx.send(());
+    let mut w = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+        // Opens and reads (our own directory scans included) are no news.
+        if !matches!(&res, Ok(ev) if matches!(ev.kind, notify::EventKind::Access(_))) {
+            let _ = tx.send(());
+        }
     })
     .ok()?;
     w.watch(dir, notify::RecursiveMode::NonRecursive).ok()?;

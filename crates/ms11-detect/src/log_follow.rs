@@ -67,6 +67,8 @@ pub struct FollowStats {
     pub files_opened: AtomicU64,
     /// Truncations seen (copy-truncate).
     pub truncations: AtomicU64,
+    /// Times the follower thread woke up and looked at the file (idle cost check).
+    pub wakeups: AtomicU64,
 }
 
 /// The follower's current position, shared between its thread and the runner (which
@@ -395,6 +397,7 @@ where
         let mut warned = false;
         loop {
             let now = Instant::now();
+            tail.stats.wakeups.fetch_add(1, Ordering::Relaxed);
             let more = tail.poll(now, &mut |chunk| sink(chunk, now));
             cell.set(tail.cursor());
             if more {
@@ -454,11 +457,22 @@ fn watch_parent(
         _ => PathBuf::from("."),
     };
     let tx = tx.clone();
+    let name = path.file_name().map(|n| n.to_os_string());
     let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-        if let Err(err) = &res {
-            tracing::debug!(%err, "file notification error");
+        let relevant = match &res {
+            // Reads and opens (ours included) would wake us in a loop.
+            Ok(ev) if matches!(ev.kind, notify::EventKind::Access(_)) => false,
+            Ok(ev) => {
+                ev.paths.is_empty() || ev.paths.iter().any(|p| p.file_name() == name.as_deref())
+            }
+            Err(err) => {
+                tracing::debug!(%err, "file notification error");
+                true
+            }
+        };
+        if relevant {
+            let _ = tx.send(());
         }
-        let _ = tx.send(());
     })
     .ok()?;
     match watcher.watch(&dir, notify::RecursiveMode::NonRecursive) {

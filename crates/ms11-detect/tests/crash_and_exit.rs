@@ -87,3 +87,27 @@ fn exit_watcher_reports_codes_and_crash_signals() {
     );
     w.join();
 }
+
+#[test]
+fn idle_detectors_sharing_a_directory_do_not_wake_each_other() {
+    // Regression: the crash-dump scan opens the directory, which is an inotify event
+    // for the log follower watching the same directory (and for the scan itself).
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("client.log");
+    std::fs::write(&log, b"").unwrap();
+    let (tx, _rx) = crossbeam_channel::unbounded();
+    let ids = IncidentIds::new("idle");
+    let det =
+        ms11_detect::spawn_log_detector(&log, &Default::default(), None, ids.clone(), tx.clone())
+            .unwrap();
+    let dump = spawn_crash_dump_watcher(&CrashDumpConfig::default(), dir.path(), ids, tx).unwrap();
+    std::thread::sleep(Duration::from_millis(800));
+    let wakeups = det.stats.wakeups.load(std::sync::atomic::Ordering::Relaxed);
+    // Start + at most one safety re-check (every 2 s by default) + slack.
+    assert!(
+        wakeups <= 3,
+        "log follower woke {wakeups} times in 800 ms of silence"
+    );
+    dump.stop();
+    det.handle.stop();
+}
