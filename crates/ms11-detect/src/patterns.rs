@@ -300,6 +300,56 @@ fn check_syntax(name: &str, regex: &str) -> Result<(), DetectError> {
     }
 }
 
+/// The combined regex that finds candidate lines: every pattern, multi-line, with word
+/// boundary assertions removed. Dropping a zero-width assertion only widens what a
+/// pattern matches, so every line a pattern matches is still a candidate (the per-line
+/// `RegexSet` decides); without Unicode word boundaries the lazy DFA never has to give
+/// up on non-ASCII input. Falls back to the plain alternation if a pattern cannot be
+/// rewritten.
+fn prefilter_regex(wrapped: &[String]) -> String {
+    use regex_syntax::hir::{Hir, HirKind, Look};
+    fn strip(hir: &Hir) -> Hir {
+        match hir.kind() {
+            HirKind::Look(
+                Look::WordAscii
+                | Look::WordAsciiNegate
+                | Look::WordUnicode
+                | Look::WordUnicodeNegate
+                | Look::WordStartAscii
+                | Look::WordEndAscii
+                | Look::WordStartUnicode
+                | Look::WordEndUnicode
+                | Look::WordStartHalfAscii
+                | Look::WordEndHalfAscii
+                | Look::WordStartHalfUnicode
+                | Look::WordEndHalfUnicode,
+            ) => Hir::empty(),
+            HirKind::Repetition(r) => Hir::repetition(regex_syntax::hir::Repetition {
+                sub: Box::new(strip(&r.sub)),
+                ..r.clone()
+            }),
+            HirKind::Capture(c) => strip(&c.sub),
+            HirKind::Concat(subs) => Hir::concat(subs.iter().map(strip).collect()),
+            HirKind::Alternation(subs) => Hir::alternation(subs.iter().map(strip).collect()),
+            _ => hir.clone(),
+        }
+    }
+    let plain = format!("(?mR){}", wrapped.join("|"));
+    let mut parts = Vec::with_capacity(wrapped.len());
+    for w in wrapped {
+        let parsed = regex_syntax::ParserBuilder::new()
+            .multi_line(true)
+            .crlf(true)
+            .build()
+            .parse(w);
+        match parsed {
+            Ok(hir) => parts.push(strip(&hir)),
+            Err(_) => return plain,
+        }
+    }
+    Hir::alternation(parts).to_string()
+}
+
 impl PatternSet {
     /// Compiles `specs` (in priority order) with the given ignore regexes.
     /// `case_insensitive` applies to specs that are not `case_sensitive`; ignore regexes
@@ -349,7 +399,7 @@ impl PatternSet {
             None
         } else {
             Some(
-                RegexBuilder::new(&format!("(?mR){}", wrapped.join("|")))
+                RegexBuilder::new(&prefilter_regex(&wrapped))
                     .size_limit(64 << 20)
                     .build()
                     .map_err(|e| DetectError::PatternSet(e.to_string()))?,
