@@ -216,6 +216,9 @@ pub fn spawn_crash_dump_watcher(
 }
 
 fn watch(dir: &Path, tx: &Sender<()>) -> Option<notify::RecommendedWatcher> {
+    if !dir.is_dir() {
+        return None;
+    }
     let tx = tx.clone();
     let mut w = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
         // Opens and reads (our own directory scans included) are no news.

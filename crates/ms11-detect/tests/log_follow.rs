@@ -244,3 +244,22 @@ fn a_restart_resumes_at_the_cursor_without_rereporting_or_missing_lines() {
     );
     det.handle.stop();
 }
+
+#[test]
+fn a_log_directory_created_later_is_picked_up() {
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().join("logs");
+    let log = logs.join("client.log");
+    let cfg = LogPatternConfig {
+        poll_interval_ms: 20,
+        ..Default::default()
+    };
+    let det = spawn_log_detector(&log, &cfg, None, IncidentIds::new("s"), tx).unwrap();
+    fs::create_dir(&logs).unwrap();
+    append(&log, b"Login Error : Account Banned\n");
+    let inc = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+    assert_eq!(inc.kind, IncidentKind::Banned);
+    assert!(inc.terminal);
+    det.handle.stop();
+}
