@@ -54,6 +54,22 @@ const PAIRED: &[PairedRow] = &[
         baseline_name: "bare syscall sequence",
         goal: "ratio <= 1.1",
     },
+    PairedRow {
+        what: "log matching, 5 patterns (ns per line)",
+        report: "detect_match",
+        measured: "ours5_ns_per_line",
+        baseline: "grep5_ns_per_line",
+        baseline_name: "grep -E -c, same file and patterns",
+        goal: "not slower than grep (ratio <= 1)",
+    },
+    PairedRow {
+        what: "log matching, 50 patterns (ns per line)",
+        report: "detect_match",
+        measured: "ours50_ns_per_line",
+        baseline: "grep50_ns_per_line",
+        baseline_name: "grep -E -c, same file and patterns",
+        goal: "not slower than grep (ratio <= 1)",
+    },
 ];
 
 const COMPARISONS: &[Comparison] = &[

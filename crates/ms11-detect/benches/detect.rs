@@ -202,6 +202,7 @@ fn throughput(c: &mut Criterion) {
         .sample_size(10)
         .measurement_time(Duration::from_secs(3))
         .warm_up_time(Duration::from_millis(500));
+    let mut report = serde_json::Map::new();
     for n in [5usize, 50] {
         let patterns = bench_patterns(n);
         let set = compile(&patterns);
@@ -229,11 +230,17 @@ fn throughput(c: &mut Criterion) {
                 ours_rate / 1e6
             ),
         }
+        report.insert(
+            format!("ours{n}_ns_per_line"),
+            (ours_t.as_nanos() as f64 / lines as f64).into(),
+        );
         group.bench_function(format!("{n}_patterns"), |b| {
             b.iter(|| count_matches(&set, &log))
         });
     }
     group.finish();
+    // One-line JSON report for `cargo xtask bench`.
+    println!("{}", serde_json::json!({ "detect_match": report }));
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -265,6 +272,15 @@ fn latency(_c: &mut Criterion) {
         samples.push(t.elapsed());
     }
     samples.sort();
+    let mut report = serde_json::Map::new();
+    report.insert(
+        "line_p50_ns".into(),
+        (percentile(&samples, 0.5).as_nanos() as f64).into(),
+    );
+    report.insert(
+        "line_p99_ns".into(),
+        (percentile(&samples, 0.99).as_nanos() as f64).into(),
+    );
     println!(
         "line appended -> incident ({appends} appends): p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms",
         percentile(&samples, 0.5).as_secs_f64() * 1e3,
@@ -297,7 +313,16 @@ fn latency(_c: &mut Criterion) {
             percentile(&samples, 0.5).as_secs_f64() * 1e3,
             percentile(&samples, 0.99).as_secs_f64() * 1e3
         );
+        report.insert(
+            "exit_p50_ns".into(),
+            (percentile(&samples, 0.5).as_nanos() as f64).into(),
+        );
+        report.insert(
+            "exit_p99_ns".into(),
+            (percentile(&samples, 0.99).as_nanos() as f64).into(),
+        );
     }
+    println!("{}", serde_json::json!({ "detect_latency": report }));
 }
 
 /// CPU time (user + system) of this process, from /proc (Linux only).
