@@ -224,6 +224,10 @@ fn throughput(c: &mut Criterion) {
                     ours, grep_n,
                     "ms11-detect and grep disagree on the matching line count"
                 );
+                report.insert(
+                    format!("grep{n}_ns_per_line"),
+                    (grep_t.as_nanos() as f64 / lines as f64).into(),
+                );
             }
             None => println!(
                 "{n:>2} patterns: ms11-detect {:.2} M lines/s ({ours} matching lines); grep baseline skipped (grep not found)",

@@ -155,13 +155,17 @@ impl DirScan {
 }
 
 /// Watches `config.dir` (or `default_dir`) and sends a `crash_dump` incident for each new
-/// crash file. Files present now are not reported.
+/// crash file. Files present now are not reported. With `enabled = false` it returns a
+/// disabled handle.
 pub fn spawn_crash_dump_watcher(
     config: &CrashDumpConfig,
     default_dir: &Path,
     ids: IncidentIds,
     tx: Sender<Incident>,
 ) -> Result<DetectorHandle, DetectError> {
+    if !config.enabled {
+        return Ok(DetectorHandle::disabled("crash-dump", "disabled in config"));
+    }
     let dir = config
         .dir
         .clone()

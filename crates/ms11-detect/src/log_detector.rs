@@ -30,7 +30,8 @@ pub struct LogDetectorHandle {
 /// Follows `path`, matches each complete line against the config's patterns and sends
 /// an incident (source `log_pattern`) for every match that is not cooling down.
 ///
-/// `resume` is the cursor persisted by the previous run (see [`crate::log_follow::FileTail::new`]).
+/// The patterns are compiled (and checked) even with `enabled = false`, which returns a
+/// disabled handle. `resume` is the cursor persisted by the previous run (see [`crate::log_follow::FileTail::new`]).
 pub fn spawn_log_detector(
     path: &Path,
     config: &LogPatternConfig,
@@ -39,6 +40,14 @@ pub fn spawn_log_detector(
     tx: Sender<Incident>,
 ) -> Result<LogDetectorHandle, DetectError> {
     let set = PatternSet::from_config(config)?;
+    if !config.enabled {
+        return Ok(LogDetectorHandle {
+            handle: DetectorHandle::disabled("log-pattern", "disabled in config"),
+            cursor: CursorCell::default(),
+            stats: Arc::default(),
+            incidents: Arc::default(),
+        });
+    }
     let mut matcher = PatternMatcher::new(set);
     let incidents = Arc::new(AtomicU64::new(0));
     let count = Arc::clone(&incidents);

@@ -108,6 +108,8 @@ pub fn kind_for_words(text: &str) -> IncidentKind {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogPatternConfig {
+    /// Run the log-pattern detector.
+    pub enabled: bool,
     /// Include the built-in patterns ([`default_patterns`]) before `patterns`.
     pub use_defaults: bool,
     /// Extra named patterns, checked after the defaults (the first match wins).
@@ -149,6 +151,7 @@ pub enum StartAt {
 impl Default for LogPatternConfig {
     fn default() -> Self {
         LogPatternConfig {
+            enabled: true,
             use_defaults: true,
             patterns: Vec::new(),
             error_patterns: Vec::new(),

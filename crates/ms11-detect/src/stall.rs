@@ -82,7 +82,8 @@ pub struct StallDetector {
 }
 
 impl StallDetector {
-    /// Starts watching; `what` names the heartbeat source in the incident (`bot`).
+    /// Starts watching; `what` names the heartbeat source in the incident (`bot`). With
+    /// `enabled = false` it runs nothing and `beat()` does nothing.
     pub fn spawn(
         config: &StallConfig,
         what: &str,
@@ -96,6 +97,14 @@ impl StallDetector {
             });
         }
         let (beats, beat_rx) = crossbeam_channel::unbounded();
+        if !config.enabled {
+            // Beats are accepted and dropped with the receiver.
+            drop(beat_rx);
+            return Ok(StallDetector {
+                handle: DetectorHandle::disabled("stall", "disabled in config"),
+                beats,
+            });
+        }
         let timeout = Duration::from_millis(config.timeout_ms);
         let what = what.to_owned();
         let handle = DetectorHandle::spawn("stall", move |stop| {
@@ -119,6 +128,11 @@ impl StallDetector {
     /// A cheap clonable sender for beats (for the agent-protocol reader thread).
     pub fn beat_sender(&self) -> Sender<Instant> {
         self.beats.clone()
+    }
+
+    /// The underlying handle (name, running, disabled reason).
+    pub fn handle(&self) -> &DetectorHandle {
+        &self.handle
     }
 
     /// Stops and joins the detector.

@@ -111,3 +111,41 @@ fn idle_detectors_sharing_a_directory_do_not_wake_each_other() {
     dump.stop();
     det.handle.stop();
 }
+
+#[test]
+fn disabled_detectors_return_disabled_handles() {
+    let dir = tempfile::tempdir().unwrap();
+    let (tx, _rx) = crossbeam_channel::unbounded();
+    let ids = IncidentIds::new("s");
+    let cfg = CrashDumpConfig {
+        enabled: false,
+        ..Default::default()
+    };
+    let h = spawn_crash_dump_watcher(&cfg, dir.path(), ids.clone(), tx.clone()).unwrap();
+    assert_eq!(h.disabled_reason(), Some("disabled in config"));
+    let log_cfg = ms11_detect::LogPatternConfig {
+        enabled: false,
+        ..Default::default()
+    };
+    let det = ms11_detect::spawn_log_detector(
+        &dir.path().join("x.log"),
+        &log_cfg,
+        None,
+        ids.clone(),
+        tx.clone(),
+    )
+    .unwrap();
+    assert!(det.handle.disabled_reason().is_some() && !det.handle.is_running());
+    let stall = ms11_detect::StallDetector::spawn(
+        &ms11_detect::StallConfig {
+            enabled: false,
+            timeout_ms: 1,
+        },
+        "bot",
+        ids,
+        tx,
+    )
+    .unwrap();
+    stall.beat();
+    assert!(stall.handle().disabled_reason().is_some());
+}
