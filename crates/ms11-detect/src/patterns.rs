@@ -277,6 +277,7 @@ pub struct PatternSet {
     infos: Vec<PatternInfo>,
     set: RegexSet,
     any: Option<Regex>,
+    ascii_lower: Option<Regex>,
     ignore: Option<RegexSet>,
 }
 
@@ -353,6 +354,86 @@ fn prefilter_regex(wrapped: &[String]) -> String {
     Hir::alternation(parts).to_string()
 }
 
+/// Whether a look-around is a word boundary (dropped from prefilters).
+fn is_word_look(look: regex_syntax::hir::Look) -> bool {
+    use regex_syntax::hir::Look;
+    !matches!(
+        look,
+        Look::Start | Look::End | Look::StartLF | Look::EndLF | Look::StartCRLF | Look::EndCRLF
+    )
+}
+
+/// The fast prefilter for chunks that are pure ASCII, run on the chunk lowercased.
+///
+/// Every class is case-folded, then cut down to ASCII without `A`-`Z`; literals are
+/// lowercased; word boundaries are dropped. On an ASCII haystack that was lowercased,
+/// this matches wherever any pattern matches the original (nothing it removes can occur
+/// there), and being a plain case-sensitive regex it gets a literal prefilter, which a
+/// case-insensitive set of many patterns does not. `None` if a pattern cannot be rewritten.
+fn ascii_lower_prefilter(raw: &[&str]) -> Option<Regex> {
+    use regex_syntax::hir::{
+        Class, ClassBytes, ClassBytesRange, ClassUnicode, ClassUnicodeRange, Hir, HirKind, Literal,
+        Repetition,
+    };
+    let uni = ClassUnicode::new([
+        ClassUnicodeRange::new('\0', '@'),
+        ClassUnicodeRange::new('[', '\x7f'),
+    ]);
+    let bytes = ClassBytes::new([
+        ClassBytesRange::new(0, b'@'),
+        ClassBytesRange::new(b'[', 0x7f),
+    ]);
+    fn lower(h: &Hir, uni: &ClassUnicode, bytes: &ClassBytes) -> Option<Hir> {
+        Some(match h.kind() {
+            HirKind::Look(look) if is_word_look(*look) => Hir::empty(),
+            HirKind::Class(Class::Unicode(c)) => {
+                let mut c = c.clone();
+                c.try_case_fold_simple().ok()?;
+                c.intersect(uni);
+                Hir::class(Class::Unicode(c))
+            }
+            HirKind::Class(Class::Bytes(c)) => {
+                let mut c = c.clone();
+                c.case_fold_simple();
+                c.intersect(bytes);
+                Hir::class(Class::Bytes(c))
+            }
+            HirKind::Literal(Literal(b)) => Hir::literal(b.to_ascii_lowercase()),
+            HirKind::Repetition(r) => Hir::repetition(Repetition {
+                sub: Box::new(lower(&r.sub, uni, bytes)?),
+                ..r.clone()
+            }),
+            HirKind::Capture(c) => lower(&c.sub, uni, bytes)?,
+            HirKind::Concat(subs) => Hir::concat(
+                subs.iter()
+                    .map(|s| lower(s, uni, bytes))
+                    .collect::<Option<_>>()?,
+            ),
+            HirKind::Alternation(subs) => Hir::alternation(
+                subs.iter()
+                    .map(|s| lower(s, uni, bytes))
+                    .collect::<Option<_>>()?,
+            ),
+            _ => h.clone(),
+        })
+    }
+    let mut parts = Vec::with_capacity(raw.len());
+    for r in raw {
+        let hir = regex_syntax::ParserBuilder::new()
+            .case_insensitive(true)
+            .multi_line(true)
+            .crlf(true)
+            .build()
+            .parse(r)
+            .ok()?;
+        parts.push(lower(&hir, &uni, &bytes)?);
+    }
+    RegexBuilder::new(&Hir::alternation(parts).to_string())
+        .size_limit(64 << 20)
+        .build()
+        .ok()
+}
+
 impl PatternSet {
     /// Compiles `specs` (in priority order) with the given ignore regexes.
     /// `case_insensitive` applies to specs that are not `case_sensitive`; ignore regexes
@@ -408,6 +489,12 @@ impl PatternSet {
                     .map_err(|e| DetectError::PatternSet(e.to_string()))?,
             )
         };
+        let raw: Vec<&str> = specs.iter().map(|s| s.regex.as_str()).collect();
+        let ascii_lower = if raw.is_empty() {
+            None
+        } else {
+            ascii_lower_prefilter(&raw)
+        };
         let ignore = if ignore.is_empty() {
             None
         } else {
@@ -422,6 +509,7 @@ impl PatternSet {
             infos,
             set,
             any,
+            ascii_lower,
             ignore,
         })
     }
@@ -481,9 +569,19 @@ impl PatternSet {
     /// `\n`; a final line without newline counts) that a pattern matches.
     pub fn scan(&self, chunk: &[u8], mut on_match: impl FnMut(&[u8], usize)) {
         let Some(any) = &self.any else { return };
+        // Pure ASCII (the usual case): search the lowercased chunk with the fast
+        // prefilter; positions are the same in both.
+        let lowered;
+        let (haystack, finder) = match &self.ascii_lower {
+            Some(fast) if chunk.is_ascii() => {
+                lowered = chunk.to_ascii_lowercase();
+                (&lowered[..], fast)
+            }
+            _ => (chunk, any),
+        };
         let mut pos = 0;
         while pos < chunk.len() {
-            let Some(m) = any.find_at(chunk, pos) else {
+            let Some(m) = finder.find_at(haystack, pos) else {
                 break;
             };
             let start = m.start();
@@ -581,6 +679,15 @@ mod tests {
             kind_of(&set, "[Chat] Spatial: lol my game crashed yesterday"),
             None
         );
+    }
+
+    #[test]
+    fn the_defaults_get_the_fast_ascii_prefilter() {
+        let set = defaults();
+        assert!(set.ascii_lower.is_some());
+        let mut n = 0;
+        set.scan(b"CONNECTION TO SERVER LOST.\nok\n", |_, _| n += 1);
+        assert_eq!(n, 1);
     }
 
     #[test]
