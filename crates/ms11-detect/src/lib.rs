@@ -14,6 +14,33 @@
 //! - [`fuse`]: merges incidents that arrive within a window into one.
 //!
 //! Incident ids come from a shared [`IncidentIds`] counter (`<session>-<n>`).
+//!
+//! Wiring one session (what the runner does):
+//!
+//! ```no_run
+//! use std::path::Path;
+//! use ms11_detect::*;
+//! # fn main() -> Result<(), DetectError> {
+//! let ids = IncidentIds::starting_at("main", 1);
+//! let (raw_tx, raw_rx) = crossbeam_channel::unbounded();
+//! let (pipeline_tx, pipeline_rx) = crossbeam_channel::unbounded();
+//! let _fuser = spawn_fuser(&FuseConfig::default(), raw_rx, pipeline_tx)?;
+//! let saved_cursor = None; // RuntimeState::log_cursors["logs/client.log"]
+//! let log = spawn_log_detector(
+//!     Path::new("logs/client.log"), &LogPatternConfig::default(), saved_cursor,
+//!     ids.clone(), raw_tx.clone())?;
+//! let _window = spawn_window_probe(&WindowProbeConfig::default(), ids.clone(), raw_tx.clone())?;
+//! let _dumps = spawn_crash_dump_watcher(&CrashDumpConfig::default(), Path::new("."),
+//!     ids.clone(), raw_tx.clone())?;
+//! let stall = StallDetector::spawn(&StallConfig::default(), "bot", ids.clone(), raw_tx.clone())?;
+//! // On each bot heartbeat: stall.beat();
+//! // In the supervisor's exit callback:
+//! //   raw_tx.send(incident_for_exit(&ids, "client", exit_info, unix_now()))
+//! // With every state save: runtime.log_cursors.insert(path, log.cursor.get()).
+//! # let _ = (pipeline_rx, log, stall);
+//! # Ok(())
+//! # }
+//! ```
 
 pub mod crash_dump;
 mod error;
@@ -38,6 +65,6 @@ pub use patterns::{
     LogPatternConfig, PatternInfo, PatternMatcher, PatternSet, PatternSpec, StartAt,
     default_ignore, default_patterns,
 };
-pub use process_exit::{ExitWatcher, incident_for_exit};
+pub use process_exit::{ExitWatcher, exit_info, incident_for_exit};
 pub use stall::{StallConfig, StallDetector, StallTracker};
 pub use window::{WindowProbeConfig, spawn_window_probe};
