@@ -23,7 +23,7 @@ use crate::ids::{IncidentIds, unix_now};
 const REPORT_MAGIC: &[u8] = b"automated crash dump from ";
 
 /// Crash-dump watcher settings.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct CrashDumpConfig {
     /// Run the watcher.

@@ -15,7 +15,7 @@ use crate::error::DetectError;
 use crate::handle::DetectorHandle;
 
 /// Fuser settings.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct FuseConfig {
     /// Incidents within this many milliseconds of the first are merged (0: no fusion).

@@ -15,7 +15,7 @@ use serde::{Deserialize, Deserializer};
 use crate::error::DetectError;
 
 /// One named log pattern as written in config.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PatternSpec {
     /// Name shown in incidents and used for the cooldown (`game_crashed`, ...).
@@ -24,9 +24,11 @@ pub struct PatternSpec {
     pub regex: String,
     /// What a match means (`crash`, `disconnect`, `banned`, ...).
     #[serde(deserialize_with = "kind_from_str")]
+    #[schemars(with = "String")]
     pub kind: IncidentKind,
     /// How bad; defaults to `critical` for terminal patterns, else `error`.
     #[serde(default)]
+    #[schemars(with = "Option<String>")]
     pub severity: Option<Severity>,
     /// Recovery must not retry (banned, wrong password); defaults by kind.
     #[serde(default)]
@@ -105,7 +107,7 @@ pub fn kind_for_words(text: &str) -> IncidentKind {
 }
 
 /// Log-pattern detector settings (the `[session.detect.log]` table of the config).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogPatternConfig {
     /// Run the log-pattern detector.
@@ -138,7 +140,9 @@ pub struct LogPatternConfig {
 }
 
 /// Where a follower starts in a file found at start-up without a matching saved cursor.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, Deserialize, Default, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum StartAt {
     /// At its end, like `tail -F` (old lines are not reported).

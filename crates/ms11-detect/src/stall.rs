@@ -14,7 +14,7 @@ use crate::handle::DetectorHandle;
 use crate::ids::{IncidentIds, unix_now};
 
 /// Stall detector settings.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct StallConfig {
     /// Run the detector.

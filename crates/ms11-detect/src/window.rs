@@ -25,7 +25,7 @@ mod win32;
 mod x11;
 
 /// One error-dialog rule.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DialogRule {
     /// Rule name, shown in incidents.
@@ -34,6 +34,7 @@ pub struct DialogRule {
     pub title: String,
     /// What such a dialog means.
     #[serde(deserialize_with = "kind_from_str")]
+    #[schemars(with = "String")]
     pub kind: IncidentKind,
 }
 
@@ -43,7 +44,7 @@ fn kind_from_str<'de, D: Deserializer<'de>>(d: D) -> Result<IncidentKind, D::Err
 }
 
 /// Window-probe settings.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct WindowProbeConfig {
     /// Run the probe.
