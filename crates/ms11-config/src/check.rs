@@ -1,0 +1,114 @@
+//! `config check`: semantic checks beyond what parsing catches.
+
+use std::collections::HashSet;
+
+use crate::load::{ConfigProblem, LoadedConfig};
+use crate::model::ReadyKind;
+
+/// The built-in strategy names.
+pub const BUILTIN_STRATEGIES: &[&str] = &["restart", "relog", "manual", "restore"];
+
+impl LoadedConfig {
+    /// Everything wrong with the configuration. `extra_strategies` are names provided
+    /// by plugins.
+    pub fn check(&self, extra_strategies: &[String]) -> Vec<ConfigProblem> {
+        let config = &self.config;
+        let mut problems = Vec::new();
+        let mut add = |key: String, message: String| {
+            let path: Vec<String> = key.split('.').map(str::to_owned).collect();
+            problems.push(ConfigProblem {
+                location: self.origin_of(&path),
+                key,
+                message,
+            });
+        };
+        if config.save_interval == 0 {
+            add("save_interval".into(), "must be at least 1 second".into());
+        }
+        if config.keep_generations == 0 {
+            add("keep_generations".into(), "must be at least 1".into());
+        }
+        for dir in &config.plugins.dirs {
+            if !dir.is_absolute() {
+                add(
+                    "plugins.dirs".into(),
+                    format!("`{}` must be an absolute path", dir.display()),
+                );
+            }
+        }
+        let mut names = HashSet::new();
+        let mut files = HashSet::new();
+        for (i, session) in config.sessions().iter().enumerate() {
+            let key = |k: &str| format!("session.{i}.{k}");
+            if session.name.trim().is_empty() {
+                add(key("name"), "must not be empty".into());
+            }
+            if !names.insert(session.name.clone()) {
+                add(
+                    key("name"),
+                    format!("`{}` is used by another session", session.name),
+                );
+            }
+            let file = config.state_file_of(i, session);
+            if !files.insert(file.clone()) {
+                add(
+                    key("state_file"),
+                    format!("`{}` is used by another session", file.display()),
+                );
+            }
+            for strategy in &session.pipeline {
+                if !BUILTIN_STRATEGIES.contains(&strategy.as_str())
+                    && !extra_strategies.contains(strategy)
+                {
+                    let mut known: Vec<String> =
+                        BUILTIN_STRATEGIES.iter().map(|s| (*s).to_owned()).collect();
+                    known.extend(extra_strategies.iter().cloned());
+                    add(
+                        key("pipeline"),
+                        format!(
+                            "unknown strategy `{strategy}` (known: {})",
+                            known.join(", ")
+                        ),
+                    );
+                }
+            }
+            for (role, process) in [("client", &session.client), ("bot", &session.bot)] {
+                if let Some(p) = process {
+                    if p.command.is_empty() {
+                        add(
+                            key(&format!("{role}.command")),
+                            "must name a program".into(),
+                        );
+                    }
+                    if !(0.0..=3600.0).contains(&p.stop_grace_secs) {
+                        add(
+                            key(&format!("{role}.stop_grace_secs")),
+                            "must be between 0 and 3600".into(),
+                        );
+                    }
+                    if crate::signal_number(&p.stop_signal).is_none() {
+                        add(
+                            key(&format!("{role}.stop_signal")),
+                            format!("unknown signal `{}`", p.stop_signal),
+                        );
+                    }
+                }
+            }
+            if session.ready.kind == ReadyKind::LogLine {
+                if let Err(e) = regex::Regex::new(&session.ready.pattern) {
+                    add(key("ready.pattern"), format!("invalid regex: {e}"));
+                }
+                if session.client.is_some() && session.client_log.is_none() {
+                    add(
+                        key("ready.kind"),
+                        "`log_line` readiness needs `client_log`".into(),
+                    );
+                }
+            }
+            if let Err(e) = ms11_detect::PatternSet::from_config(&config.log_patterns_of(session)) {
+                add(key("log_patterns"), e.to_string());
+            }
+        }
+        problems
+    }
+}
