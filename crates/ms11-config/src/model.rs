@@ -206,6 +206,9 @@ pub struct SessionConfig {
     pub crash_dump: CrashDumpConfig,
     /// Merging of signals of one failure into one incident.
     pub fuse: FuseConfig,
+    /// Retry policies, the crash-loop breaker and notifications of the recovery
+    /// pipeline.
+    pub recovery: ms11_recover::RecoverySettings,
 }
 
 impl Default for SessionConfig {
@@ -223,6 +226,7 @@ impl Default for SessionConfig {
             stall: StallConfig::default(),
             crash_dump: CrashDumpConfig::default(),
             fuse: FuseConfig::default(),
+            recovery: ms11_recover::RecoverySettings::default(),
         }
     }
 }

@@ -24,7 +24,7 @@ pub struct FuseConfig {
 
 impl Default for FuseConfig {
     fn default() -> Self {
-        FuseConfig { window_ms: 1_500 }
+        FuseConfig { window_ms: 250 }
     }
 }
 

@@ -1,0 +1,245 @@
+//! `run`: opens every session's state, asks whether to continue, kills leftovers of a
+//! previous runner, starts one supervisor thread per session and the control socket,
+//! and on SIGTERM/SIGINT stops them all after a final save.
+
+mod client;
+mod recovery;
+mod session;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use crossbeam_channel::{Sender, bounded, select};
+use ms11_config::{Config, ContinuePrevious, LoadedConfig, SessionConfig, StateBackend};
+use ms11_persist::{Backend, PersistError, StateStore};
+use ms11_state::SessionState;
+use serde_json::json;
+use tracing::{info, warn};
+
+use crate::cli::GlobalArgs;
+use crate::control::{ControlRequest, ControlResponse, ControlServer};
+use crate::exit_code::{ExitCode, Failure};
+use crate::prompt::{self, ContinueDecision, ContinuePolicy};
+pub use session::{ControlMessage, SessionEnd, SessionSupervisor};
+
+/// Runs every selected session until a termination signal.
+pub fn run(loaded: &LoadedConfig, global: &GlobalArgs) -> Result<ExitCode> {
+    let config = &loaded.config;
+    let sessions = crate::commands::selected_sessions(config, global.session.as_deref())?;
+    let problems = loaded.check(&[]);
+    if !problems.is_empty() {
+        let text: Vec<String> = problems.iter().map(|p| format!("  - {p}")).collect();
+        return Err(Failure::new(
+            ExitCode::Config,
+            format!("the configuration has problems:\n{}", text.join("\n")),
+        )
+        .into());
+    }
+    if sessions
+        .iter()
+        .all(|(_, s)| s.client.is_none() && s.bot.is_none())
+    {
+        return Err(Failure::new(
+            ExitCode::Config,
+            "nothing to supervise: configure a [[session]] with a client and/or bot command (see docs/configuration.md)",
+        )
+        .into());
+    }
+    let termination =
+        crate::signals::termination_channel().context("installing signal handlers")?;
+    let mut prepared = Vec::new();
+    for (index, session) in sessions {
+        let path = config.state_file_of(index, &session);
+        let (state, store) = open_session(config, &session, &path, global)?;
+        prepared.push((session, state, store));
+    }
+    let mut routes: BTreeMap<String, Sender<ControlMessage>> = BTreeMap::new();
+    let mut threads = Vec::new();
+    let mut stops = Vec::new();
+    for (session, state, store) in prepared {
+        let (stop_tx, stop_rx) = bounded(1);
+        let (control_tx, control_rx) = bounded(16);
+        routes.insert(session.name.clone(), control_tx);
+        stops.push(stop_tx);
+        let supervisor = SessionSupervisor::new(config, session.clone(), state, store);
+        let thread = std::thread::Builder::new()
+            .name(format!("session-{}", session.name))
+            .spawn(move || supervisor.run(stop_rx, control_rx))?;
+        threads.push(thread);
+    }
+    let routes = Arc::new(routes);
+    let handler_routes = Arc::clone(&routes);
+    let control = ControlServer::start(
+        &config.control_socket_path(),
+        Arc::new(move |request| route(&handler_routes, request)),
+    )
+    .map_err(|e| Failure::new(ExitCode::Error, format!("{e:#}")))?;
+    info!(event = "running", sessions = routes.len(), control = %control.path().display(), "supervising");
+    let why = loop {
+        select! {
+            recv(termination) -> signal => break format!("{signal:?}"),
+            default(Duration::from_millis(500)) => {
+                if threads.iter().all(|t| t.is_finished()) {
+                    break "every session ended".to_owned();
+                }
+            }
+        }
+    };
+    info!(event = "terminating", reason = %why, "stopping every session");
+    for stop in &stops {
+        let _ = stop.send(());
+    }
+    let mut code = ExitCode::Ok;
+    for thread in threads {
+        match thread.join() {
+            Ok(SessionEnd::Terminal) => code = ExitCode::Terminal,
+            Ok(SessionEnd::Stopped) => {}
+            Err(_) => code = ExitCode::Error,
+        }
+    }
+    drop(control);
+    Ok(code)
+}
+
+fn route(
+    routes: &BTreeMap<String, Sender<ControlMessage>>,
+    request: ControlRequest,
+) -> ControlResponse {
+    let target = match &request {
+        ControlRequest::Status => None,
+        ControlRequest::Save { session }
+        | ControlRequest::Restart { session }
+        | ControlRequest::Relog { session }
+        | ControlRequest::Ack { session, .. } => session.clone(),
+    };
+    let names: Vec<&String> = match &target {
+        Some(name) if routes.contains_key(name) => vec![name],
+        Some(name) => return ControlResponse::error(format!("no session named `{name}`")),
+        None => routes.keys().collect(),
+    };
+    let mut messages = Vec::new();
+    let mut data = serde_json::Map::new();
+    let mut ok = true;
+    for name in names {
+        let Some(tx) = routes.get(name) else { continue };
+        let (reply_tx, reply_rx) = bounded(1);
+        if tx
+            .send(ControlMessage {
+                request: request.clone(),
+                reply: reply_tx,
+            })
+            .is_err()
+        {
+            ok = false;
+            messages.push(format!("session `{name}` has stopped"));
+            continue;
+        }
+        match reply_rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(response) => {
+                ok &= response.ok;
+                messages.push(response.message);
+                data.insert(name.clone(), response.data);
+            }
+            Err(_) => {
+                ok = false;
+                messages.push(format!("session `{name}` did not answer"));
+            }
+        }
+    }
+    ControlResponse {
+        ok,
+        message: messages.join("\n"),
+        data: json!(data),
+    }
+}
+
+/// Opens a session's store (taking the lock), loads its state, asks whether to continue,
+/// and kills the leftovers of a previous runner.
+fn open_session(
+    config: &Config,
+    session: &SessionConfig,
+    path: &std::path::Path,
+    global: &GlobalArgs,
+) -> Result<(SessionState, Box<dyn StateStore>)> {
+    let backend = match config.state_backend {
+        StateBackend::Atomic => Backend::Atomic,
+        StateBackend::JsonFile => Backend::JsonFile,
+    };
+    let mut store = ms11_persist::open_store(path, backend, config.keep_generations)?;
+    let loaded = match store.load() {
+        Ok(loaded) => loaded,
+        Err(PersistError::NoValidState { .. }) if global.force => {
+            let moved = store.quarantine_invalid()?;
+            warn!(session = %session.name, quarantined = moved.len(), "--force: the unusable state files were moved to quarantine/; starting a new session");
+            None
+        }
+        Err(e @ PersistError::NoValidState { .. }) => {
+            return Err(Failure::new(
+                ExitCode::StateUnusable,
+                format!("session `{}`: {e}", session.name),
+            )
+            .into());
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let now = crate::unix_now();
+    let fresh = || {
+        let mut s = SessionState::new(
+            &format!("{}-{}", session.name, now as u64),
+            "unknown",
+            "unknown",
+            now,
+        );
+        s.recovery_enabled = config.recovery_enabled;
+        s.auto_restart = config.auto_restart;
+        s.auto_relog = config.auto_relog;
+        s
+    };
+    let Some(report) = loaded else {
+        info!(session = %session.name, "no saved session: starting a new one");
+        return Ok((fresh(), store));
+    };
+    for skipped in &report.skipped {
+        warn!(session = %session.name, file = %skipped.path.display(), reason = %skipped.reason, "passed over a state file");
+    }
+    let policy = match config.continue_previous {
+        ContinuePrevious::Ask => ContinuePolicy::Ask,
+        ContinuePrevious::Yes => ContinuePolicy::Yes,
+        ContinuePrevious::No => ContinuePolicy::No,
+    };
+    let description = prompt::describe(&session.name, &report.state, now);
+    let decision = prompt::decide(
+        global.yes,
+        global.no,
+        policy,
+        &description,
+        &mut std::io::stdin().lock(),
+        &mut std::io::stdout(),
+        prompt::is_interactive(),
+    );
+    let leftovers = ms11_process::kill_leftovers(&report.state.runtime.children);
+    for l in leftovers
+        .iter()
+        .filter(|l| l.action == ms11_process::LeftoverAction::Killed)
+    {
+        info!(event = "leftover_killed", session = %session.name, role = %l.record.role, pid = l.record.pid, "killed a leftover of the previous runner");
+    }
+    match decision {
+        ContinueDecision::Continue => {
+            let mut state = report.state;
+            state.recovery_enabled = config.recovery_enabled;
+            state.auto_restart = config.auto_restart;
+            state.auto_relog = config.auto_relog;
+            info!(event = "continue", session = %session.name, generation = state.generation, from = %report.loaded_from.display(), "continuing the previous session");
+            Ok((state, store))
+        }
+        ContinueDecision::StartFresh => {
+            info!(session = %session.name, "starting a new session; the previous one stays on disk as an older generation");
+            let mut state = fresh();
+            state.generation = report.state.generation;
+            Ok((state, store))
+        }
+    }
+}
