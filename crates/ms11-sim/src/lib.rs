@@ -1,0 +1,12 @@
+//! A simulated Star Wars Galaxies session for the demo and the end-to-end tests:
+//! `sim-client` behaves like the game client from the runner's point of view (a log
+//! with realistic lines, an X11 window, crashes, dumps, hangs, dialogs, disconnects on
+//! command) and `sim-bot` is a bot speaking the agent protocol with a task plan and an
+//! effect ledger that shows whether any task ran twice.
+
+pub mod control;
+pub mod ledger;
+pub mod lines;
+
+pub use control::{poll_commands, send_command};
+pub use ledger::{LedgerCheck, check_ledger};
