@@ -1,84 +1,614 @@
-//! `cargo xtask run`: the demo.
-//!
-//! Works through a task queue with real atomic saves to a real state directory, damages
-//! the newest generation on disk as a crash mid-write would on a file system without
-//! ordering guarantees, and loads again: the store falls back to the previous
-//! generation, quarantines the damaged file, and no acknowledged task is lost.
+//! `cargo xtask run`: the demo. A full simulated session (sim-client + sim-bot) under
+//! the real `ms11-recovery` binary, with faults injected on a schedule and recovered
+//! live, then a summary. Exits non-zero if any acknowledged task was lost or any task's
+//! effect happened twice.
 
-use std::fs;
-use std::path::PathBuf;
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{Receiver, channel};
+use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, ensure};
-use ms11_persist::{AtomicStore, StateStore};
-use ms11_state::{SessionState, TaskState};
+use anyhow::{Context, Result, bail};
+use ms11_state::{AttemptOutcome, ResolutionStatus, SessionState, TaskState};
+use serde_json::Value;
+
+use crate::util;
 
 /// Options of `cargo xtask run`.
 #[derive(clap::Args)]
 pub struct DemoArgs {
-    /// Number of tasks to work through.
-    #[arg(long, default_value_t = 12)]
-    tasks: usize,
-    /// Keep the state directory here instead of a temporary one.
+    /// Seconds of ordinary running after the fault schedule (the schedule takes ~70 s).
+    #[arg(long, default_value_t = 10)]
+    duration: u64,
+    /// Seed of the simulated client and bot.
+    #[arg(long, default_value_t = 35)]
+    seed: u64,
+    /// Keep the session directory here (default: a temporary one, removed at the end).
     #[arg(long)]
-    state_dir: Option<PathBuf>,
+    keep: Option<PathBuf>,
+    /// Run without a window even when Xvfb is installed.
+    #[arg(long)]
+    no_window: bool,
+}
+
+struct Paths {
+    root: PathBuf,
+    bin: PathBuf,
+}
+
+impl Paths {
+    fn p(&self, rel: &str) -> PathBuf {
+        self.root.join(rel)
+    }
 }
 
 /// Runs the demo.
 pub fn run(args: &DemoArgs) -> Result<()> {
+    println!("building ms11-recovery, sim-client and sim-bot ...");
+    util::cargo(&[
+        "build".into(),
+        "--quiet".into(),
+        "-p".into(),
+        "ms11-runner".into(),
+        "-p".into(),
+        "ms11-sim".into(),
+    ])?;
     let temp = tempfile::tempdir()?;
-    let dir = args
-        .state_dir
+    let root = args
+        .keep
         .clone()
         .unwrap_or_else(|| temp.path().to_path_buf());
-    let path = dir.join("tmp").join("session_state.json");
-    println!("state file: {}", path.display());
-    let mut store = AtomicStore::open(&path, 3)?;
-    let mut state = match store.load()? {
-        Some(report) => report.state,
-        None => SessionState::new("demo", "naboo", "theed", now()),
+    std::fs::create_dir_all(&root)?;
+    let paths = Paths {
+        root,
+        bin: util::target_dir().join("debug"),
     };
-    for i in 0..args.tasks {
-        state.add_task(&format!("t-{i}"), "hunt kaadu")?;
+    for dir in ["state", "client", "cc", "bc"] {
+        std::fs::create_dir_all(paths.p(dir))?;
     }
-    let mut acknowledged = Vec::new();
-    for (seq, id) in (1u64..).zip(state.task_queue().to_vec()) {
-        state.start_task(&id, now())?;
-        state.xp_current = (state.xp_current + 120).min(state.xp_next_level);
-        state.complete_task(&id, Some(seq), now())?;
-        let saved = store.save(&mut state)?;
-        acknowledged.push(id.clone());
-        println!("task {id:>4} done, saved generation {}", saved.generation);
+    let xvfb = if args.no_window { None } else { start_xvfb() };
+    let display = xvfb.as_ref().map(|x| x.display.clone());
+    match &display {
+        Some(d) => println!("window probe on: Xvfb display {d}"),
+        None if args.no_window => {
+            println!("window probe off (--no-window): the error-dialog fault is skipped")
+        }
+        None => println!(
+            "window probe off: Xvfb is not installed (apt-get install xvfb); the error-dialog fault is skipped"
+        ),
     }
-    let newest = fs::read(&path)?;
-    fs::write(&path, &newest[..newest.len() / 2]).context("damaging the newest generation")?;
-    println!(
-        "damaged the newest generation ({} of {} bytes kept)",
-        newest.len() / 2,
-        newest.len()
-    );
-    drop(store);
-    let mut store = AtomicStore::open(&path, 3)?;
-    let report = store.load()?.context("no state loaded")?;
-    for skipped in &report.skipped {
-        println!("passed over {}: {}", skipped.path.display(), skipped.reason);
+    write_config(&paths, args.seed, display.is_some())?;
+    println!("session directory: {}\n", paths.root.display());
+    let mut demo = Demo::new(paths, display, Instant::now());
+    demo.start_runner()?;
+    let result = demo.schedule(args.duration);
+    demo.stop_runner();
+    drop(xvfb);
+    result?;
+    demo.summary()
+}
+
+struct Xvfb {
+    child: Child,
+    display: String,
+}
+
+impl Drop for Xvfb {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
-    println!(
-        "loaded generation {} from {}",
-        report.state.generation,
-        report.loaded_from.display()
+}
+
+/// Starts Xvfb on a free display when it is installed and no display is set.
+fn start_xvfb() -> Option<Xvfb> {
+    if let Ok(d) = std::env::var("DISPLAY") {
+        return Some(Xvfb {
+            child: Command::new("true").spawn().ok()?,
+            display: d,
+        });
+    }
+    util::which("Xvfb")?;
+    let n = (90..200).find(|n| {
+        !Path::new(&format!("/tmp/.X11-unix/X{n}")).exists()
+            && !Path::new(&format!("/tmp/.X{n}-lock")).exists()
+    })?;
+    let child = Command::new("Xvfb")
+        .args([
+            format!(":{n}"),
+            "-nolisten".into(),
+            "tcp".into(),
+            "-screen".into(),
+            "0".into(),
+            "640x480x24".into(),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
+    let socket = format!("/tmp/.X11-unix/X{n}");
+    let end = Instant::now() + Duration::from_secs(5);
+    while !Path::new(&socket).exists() {
+        if Instant::now() > end {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Some(Xvfb {
+        child,
+        display: format!(":{n}"),
+    })
+}
+
+fn write_config(paths: &Paths, seed: u64, window: bool) -> Result<()> {
+    let q = |p: PathBuf| format!("{:?}", p.display().to_string());
+    let client = paths.bin.join("sim-client");
+    let bot = paths.bin.join("sim-bot");
+    let text = format!(
+        r#"# Demo configuration written by `cargo xtask run`.
+save_interval = 10
+state_file = {state}
+auto_restart = true
+auto_relog = true
+continue_previous = "yes"
+
+[[session]]
+name = "main"
+client_log = {log}
+pipeline = ["restart", "relog", "manual", "restore"]
+
+[session.client]
+command = [{client}, "--log", {log}, "--control-dir", {cc}, "--dump-dir", {dumps}, "--window", "{window}", "--seed", "{seed}", "--startup-ms", "300"]
+cwd = {dumps}
+stop_grace_secs = 2
+
+[session.bot]
+command = [{bot}, "--ledger", {ledger}, "--client-control-dir", {cc}, "--client-log", {log}, "--control-dir", {bc}, "--total-tasks", "400", "--task-ms", "250", "--heartbeat-ms", "300", "--seed", "{seed}"]
+
+[session.ready]
+kind = "log_line"
+pattern = "Login successful"
+timeout_secs = 15
+
+[session.stall]
+timeout_ms = 2500
+
+[session.window]
+enabled = {window_enabled}
+
+[session.recovery.breaker]
+max_incidents = 4
+window_secs = 8
+
+[session.recovery.restart]
+attempts = 2
+backoff_base_ms = 200
+
+[session.recovery.manual]
+timeout_secs = 60
+
+[session.recovery.notify]
+desktop_notify = false
+"#,
+        state = q(paths.p("state/session_state.json")),
+        log = q(paths.p("client.log")),
+        client = q(client),
+        bot = q(bot),
+        cc = q(paths.p("cc")),
+        bc = q(paths.p("bc")),
+        dumps = q(paths.p("client")),
+        ledger = q(paths.p("ledger.txt")),
+        window = if window { "on" } else { "off" },
+        window_enabled = window,
     );
-    let done = report.state.count_tasks(TaskState::Done);
-    let lost = acknowledged.len().saturating_sub(done);
-    println!(
-        "\nsummary: tasks acknowledged {}, done after reload {done}, rolled back to redo {lost}",
-        acknowledged.len()
-    );
-    ensure!(lost <= 1, "more than the last save was lost");
+    std::fs::write(paths.p("ms11.toml"), text)?;
     Ok(())
 }
 
-fn now() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64())
+/// What the demo saw in the runner's event log.
+#[derive(Default)]
+struct Seen {
+    acknowledged: BTreeSet<String>,
+    recovered: usize,
+    waiting_for_ack: Option<String>,
+}
+
+struct Demo {
+    paths: Paths,
+    display: Option<String>,
+    started: Instant,
+    runner: Option<Child>,
+    events: Option<Receiver<Value>>,
+    seen: Seen,
+    runner_log: std::fs::File,
+    runner_starts: usize,
+}
+
+impl Demo {
+    fn new(paths: Paths, display: Option<String>, started: Instant) -> Demo {
+        let runner_log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(paths.p("runner.log"))
+            .unwrap_or_else(|_| tempfile::tempfile().expect("a temp file"));
+        Demo {
+            paths,
+            display,
+            started,
+            runner: None,
+            events: None,
+            seen: Seen::default(),
+            runner_log,
+            runner_starts: 0,
+        }
+    }
+
+    fn t(&self) -> String {
+        format!("[{:6.1}s]", self.started.elapsed().as_secs_f64())
+    }
+
+    fn say(&self, text: &str) {
+        println!("{} {text}", self.t());
+    }
+
+    fn recovery(&self) -> Command {
+        let mut c = Command::new(self.paths.bin.join("ms11-recovery"));
+        c.arg("--config").arg(self.paths.p("ms11.toml"));
+        if let Some(d) = &self.display {
+            c.env("DISPLAY", d);
+        }
+        c
+    }
+
+    fn start_runner(&mut self) -> Result<()> {
+        self.runner_starts += 1;
+        let mut child = self
+            .recovery()
+            .args(["run", "--log-format", "json"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("starting ms11-recovery")?;
+        let stderr = child.stderr.take().context("runner stderr")?;
+        let (tx, rx) = channel();
+        let mut log = self.runner_log.try_clone()?;
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = writeln!(log, "{line}");
+                if let Ok(v) = serde_json::from_str::<Value>(&line)
+                    && tx.send(v).is_err()
+                {
+                    break;
+                }
+            }
+        });
+        self.say(&format!("runner started (pid {})", child.id()));
+        self.runner = Some(child);
+        self.events = Some(rx);
+        Ok(())
+    }
+
+    fn stop_runner(&mut self) {
+        if let Some(mut child) = self.runner.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+            let end = Instant::now() + Duration::from_secs(15);
+            while Instant::now() < end {
+                self.pump();
+                if let Ok(Some(_)) = child.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            if let Ok(status) = child.wait() {
+                self.say(&format!("runner stopped ({status})"));
+            }
+            self.pump();
+        }
+    }
+
+    fn kill_runner(&mut self) {
+        if let Some(mut child) = self.runner.take() {
+            self.say(&format!(
+                "FAULT runner killed with SIGKILL (pid {}); its children die with it",
+                child.id()
+            ));
+            let _ = child.kill();
+            let _ = child.wait();
+            self.pump();
+        }
+    }
+
+    /// Prints the interesting events that arrived.
+    fn pump(&mut self) {
+        let Some(rx) = &self.events else { return };
+        let events: Vec<Value> = rx.try_iter().collect();
+        for e in events {
+            self.show(&e);
+        }
+    }
+
+    fn show(&mut self, e: &Value) {
+        let s = |k: &str| {
+            e.get(k)
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned()
+        };
+        let n = |k: &str| e.get(k).and_then(Value::as_u64).unwrap_or_default();
+        match s("event").as_str() {
+            "incident" => self.say(&format!(
+                "  incident {} {}: {}",
+                s("incident"),
+                s("kind"),
+                s("message")
+            )),
+            "skipped" => self.say(&format!("    skip {} ({})", s("strategy"), s("reason"))),
+            "attempt" => self.say(&format!(
+                "    try {} (attempt {})",
+                s("strategy"),
+                n("attempt")
+            )),
+            "attempt_failed" => self.say(&format!("    {} failed: {}", s("strategy"), s("reason"))),
+            "backoff" => self.say(&format!(
+                "    back off {} ms before {}",
+                n("wait_ms"),
+                s("strategy")
+            )),
+            "breaker" => self.say("    crash-loop breaker tripped: straight to manual"),
+            "manual" => {
+                self.say(&format!("    MANUAL: {}", s("message")));
+                self.seen.waiting_for_ack = Some(s("incident"));
+            }
+            "recovered" => {
+                self.seen.recovered += 1;
+                self.say(&format!(
+                    "  recovered {} by {} in {} ms",
+                    s("incident"),
+                    s("strategy"),
+                    n("ms")
+                ));
+            }
+            "unrecovered" => self.say(&format!(
+                "  NOT recovered {} ({})",
+                s("incident"),
+                s("status")
+            )),
+            "restored" => self.say(&format!(
+                "    state rolled back to generation {}",
+                n("generation")
+            )),
+            "resume" => {
+                let rerun = s("rerun");
+                let rerun = if rerun == "[]" {
+                    "nothing".to_owned()
+                } else {
+                    rerun.replace('"', "")
+                };
+                self.say(&format!(
+                    "  bot resumed from the saved state (re-run: {rerun})"
+                ));
+            }
+            "continue" => self.say(&format!(
+                "  continuing the saved session (generation {})",
+                n("generation")
+            )),
+            "leftover_killed" => self.say(&format!(
+                "  killed leftover {} (pid {}) of the previous runner",
+                s("role"),
+                n("pid")
+            )),
+            "task_done" => {
+                self.seen.acknowledged.insert(s("task"));
+                if n("done") % 25 == 0 {
+                    self.say(&format!("  {} tasks done", n("done")));
+                }
+            }
+            "save_failed" => self.say(&format!("  SAVE FAILED: {}", s("error"))),
+            _ => {}
+        }
+    }
+
+    /// Waits `secs` while showing events.
+    fn wait(&mut self, secs: f64) {
+        let end = Instant::now() + Duration::from_secs_f64(secs);
+        while Instant::now() < end {
+            self.pump();
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.pump();
+    }
+
+    fn client_command(&self, command: &str) -> Result<()> {
+        ms11_sim::send_command(&self.paths.p("cc"), command).context("sending a client command")
+    }
+
+    fn bot_command(&self, command: &str) -> Result<()> {
+        ms11_sim::send_command(&self.paths.p("bc"), command).context("sending a bot command")
+    }
+
+    fn status(&self) -> Option<Value> {
+        let out = self.recovery().args(["status", "--json"]).output().ok()?;
+        serde_json::from_slice(&out.stdout).ok()
+    }
+
+    fn client_pid(&self) -> Option<u64> {
+        self.status()?
+            .get("main")?
+            .get("client")?
+            .get("pid")?
+            .as_u64()
+    }
+
+    fn schedule(&mut self, tail_secs: u64) -> Result<()> {
+        self.wait(4.0);
+        let pid = self.client_pid().context("the client is not running")?;
+        self.say(&format!("FAULT client killed with SIGKILL (pid {pid})"));
+        Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .status()?;
+        self.wait(5.0);
+        self.say("FAULT client crashes and writes a crash dump");
+        self.client_command("crash-dump")?;
+        self.wait(5.0);
+        self.say("FAULT connection to the server lost");
+        self.client_command("disconnect")?;
+        self.wait(5.0);
+        if self.display.is_some() {
+            self.say("FAULT \"Fatal Report\" error dialog while the client stays alive");
+            self.client_command("fatal-dialog")?;
+            self.wait(5.0);
+        }
+        self.say("FAULT bot hangs (no more heartbeats)");
+        self.bot_command("hang")?;
+        self.wait(6.0);
+        self.kill_runner();
+        self.wait(0.5);
+        self.start_runner()?;
+        self.wait(5.0);
+        self.kill_runner();
+        let main = self.paths.p("state/session_state.json");
+        let bytes = std::fs::read(&main).unwrap_or_default();
+        std::fs::write(&main, &bytes[..bytes.len() / 2])?;
+        self.say(&format!(
+            "FAULT newest state generation damaged on disk ({} of {} bytes kept)",
+            bytes.len() / 2,
+            bytes.len()
+        ));
+        self.start_runner()?;
+        self.wait(6.0);
+        self.say("FAULT crash loop: the client crashes right after every restart");
+        for _ in 0..5 {
+            self.client_command("crash-abort")?;
+            self.wait(1.2);
+            if self.seen.waiting_for_ack.is_some() {
+                break;
+            }
+        }
+        let end = Instant::now() + Duration::from_secs(20);
+        while self.seen.waiting_for_ack.is_none() && Instant::now() < end {
+            self.wait(0.2);
+        }
+        if let Some(incident) = self.seen.waiting_for_ack.take() {
+            self.say("  (a person would look now; the demo acknowledges after 3 s)");
+            self.wait(3.0);
+            let out = self.recovery().args(["ack", &incident]).output()?;
+            self.say(&format!(
+                "ACK `ms11-recovery ack {incident}`: {}",
+                String::from_utf8_lossy(&out.stdout).trim()
+            ));
+        }
+        self.wait(tail_secs as f64);
+        Ok(())
+    }
+
+    fn summary(&mut self) -> Result<()> {
+        let report = ms11_persist::StateFiles::new(self.paths.p("state/session_state.json"))
+            .load_read_only()?
+            .context("no final state")?;
+        let state: SessionState = report.state;
+        let ledger = ms11_sim::check_ledger(&self.paths.p("ledger.txt"))?;
+        let mut by_kind: BTreeMap<String, usize> = BTreeMap::new();
+        let mut attempts: BTreeMap<(String, String), usize> = BTreeMap::new();
+        let mut ttr: Vec<u64> = Vec::new();
+        let mut recovered = 0;
+        let mut by_person = 0;
+        for inc in &state.crash_history {
+            *by_kind.entry(inc.kind.as_str().to_owned()).or_default() += 1;
+            for a in &inc.attempts {
+                if a.outcome != AttemptOutcome::Skipped {
+                    *attempts
+                        .entry((a.strategy.clone(), a.outcome.as_str().to_owned()))
+                        .or_default() += 1;
+                }
+            }
+            if let Some(resolution) = inc
+                .resolution
+                .as_ref()
+                .filter(|r| r.status == ResolutionStatus::Recovered)
+            {
+                recovered += 1;
+                if resolution.strategy.as_deref() == Some("manual") {
+                    by_person += 1;
+                }
+                if let Some(ms) = resolution.time_to_recover_ms {
+                    ttr.push(ms);
+                }
+            }
+        }
+        ttr.sort_unstable();
+        let done: BTreeSet<&str> = state
+            .tasks()
+            .iter()
+            .filter(|t| t.state == TaskState::Done)
+            .map(|t| t.id.as_str())
+            .collect();
+        let lost: Vec<&String> = self
+            .seen
+            .acknowledged
+            .iter()
+            .filter(|id| !done.contains(id.as_str()))
+            .collect();
+        let pct = |p: f64| {
+            ttr.get(((ttr.len() as f64 - 1.0) * p).round() as usize)
+                .copied()
+                .unwrap_or(0)
+        };
+        println!("\n================ summary ================");
+        println!("incidents by kind:");
+        for (k, n) in &by_kind {
+            println!("  {k:<16} {n}");
+        }
+        println!("strategy attempts:");
+        for ((s, o), n) in &attempts {
+            println!("  {s:<10} {o:<10} {n}");
+        }
+        println!(
+            "recovered                 {recovered} of {} incidents: {} automatically, {by_person} after a person acknowledged",
+            state.crash_history.len(),
+            recovered - by_person
+        );
+        println!(
+            "time to recover           p50 {} ms, max {} ms",
+            pct(0.5),
+            ttr.last().copied().unwrap_or(0)
+        );
+        println!(
+            "tasks completed           {} (effects in the bot's ledger: {})",
+            done.len(),
+            ledger.effects
+        );
+        println!(
+            "lost tasks                {} (acknowledged but not done in the saved state)",
+            lost.len()
+        );
+        println!(
+            "duplicated tasks          {} (effects recorded twice)",
+            ledger.duplicates.len()
+        );
+        println!("runner starts             {}", self.runner_starts);
+        println!(
+            "state saves               {} (generation {})",
+            state.runtime.save_count, state.generation
+        );
+        println!(
+            "final state               {} / {}, level {} ({}/{} xp), quest step {}",
+            state.planet,
+            state.zone,
+            state.xp_level,
+            state.xp_current,
+            state.xp_next_level,
+            state.quest_step
+        );
+        println!("session directory         {}", self.paths.root.display());
+        if !lost.is_empty() || !ledger.duplicates.is_empty() {
+            bail!("lost {:?}, duplicated {:?}", lost, ledger.duplicates);
+        }
+        Ok(())
+    }
 }

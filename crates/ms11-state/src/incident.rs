@@ -59,6 +59,8 @@ pub enum IncidentKind {
     DuplicateInstance,
     /// An operator asked for recovery (`restart`, `relog` commands).
     Operator,
+    /// The newest saved state was damaged; an older generation was loaded.
+    StateDamaged,
     /// Anything else, including kinds written by a newer version.
     #[serde(other)]
     Other,
@@ -66,7 +68,7 @@ pub enum IncidentKind {
 
 impl IncidentKind {
     /// Every kind, in declaration order (for help texts and config validation).
-    pub const ALL: [IncidentKind; 18] = [
+    pub const ALL: [IncidentKind; 19] = [
         Self::ProcessExit,
         Self::Crash,
         Self::Disconnect,
@@ -84,6 +86,7 @@ impl IncidentKind {
         Self::GraphicsError,
         Self::DuplicateInstance,
         Self::Operator,
+        Self::StateDamaged,
         Self::Other,
     ];
 
@@ -107,6 +110,7 @@ impl IncidentKind {
             Self::GraphicsError => "graphics_error",
             Self::DuplicateInstance => "duplicate_instance",
             Self::Operator => "operator",
+            Self::StateDamaged => "state_damaged",
             Self::Other => "other",
         }
     }
@@ -505,7 +509,7 @@ fn specificity(kind: IncidentKind) -> u8 {
         IncidentKind::NotResponding | IncidentKind::Stall => 4,
         IncidentKind::ProcessExit => 3,
         IncidentKind::WindowGone => 2,
-        IncidentKind::Operator => 1,
+        IncidentKind::Operator | IncidentKind::StateDamaged => 1,
         IncidentKind::Other => 0,
     }
 }

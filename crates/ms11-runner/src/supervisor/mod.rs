@@ -103,6 +103,54 @@ pub fn run(loaded: &LoadedConfig, global: &GlobalArgs) -> Result<ExitCode> {
     Ok(code)
 }
 
+/// A load that passed over damaged files is a recovery by `restore`: the newest good
+/// generation was loaded and the damaged files quarantined. It is recorded as such.
+fn record_restore_on_load(
+    state: &mut SessionState,
+    session: &str,
+    report: &ms11_persist::LoadReport,
+) {
+    let now = crate::unix_now();
+    let reasons: Vec<String> = report
+        .skipped
+        .iter()
+        .map(|s| format!("`{}`: {}", s.path.display(), s.reason))
+        .collect();
+    let id = format!(
+        "{session}-{}",
+        session::next_incident_number(session, state)
+    );
+    let mut incident = ms11_state::Incident::new(
+        id,
+        ms11_state::IncidentKind::StateDamaged,
+        ms11_state::DetectorSource::Other,
+        format!("damaged state file(s): {}", reasons.join("; ")),
+        now,
+    );
+    incident.session = session.to_owned();
+    incident.record_attempt(ms11_state::Attempt {
+        strategy: "restore".into(),
+        started_at: now,
+        duration_ms: 0,
+        outcome: ms11_state::AttemptOutcome::Recovered,
+        reason: Some(format!(
+            "loaded generation {} from `{}`",
+            report.state.generation,
+            report.loaded_from.display()
+        )),
+    });
+    incident.resolve(ms11_state::Resolution {
+        status: ms11_state::ResolutionStatus::Recovered,
+        strategy: Some("restore".into()),
+        at: now,
+        time_to_recover_ms: Some(0),
+        note: Some("damaged files moved to quarantine/".into()),
+    });
+    info!(event = "incident", session, incident = %incident.id, kind = "state_damaged", source = "other", message = %incident.crash.error_message, "incident");
+    info!(event = "recovered", session, incident = %incident.id, strategy = "restore", ms = 0u64, generation = report.state.generation, "restored the newest good generation");
+    state.record_incident(incident);
+}
+
 fn route(
     routes: &BTreeMap<String, Sender<ControlMessage>>,
     request: ControlRequest,
@@ -228,7 +276,10 @@ fn open_session(
     }
     match decision {
         ContinueDecision::Continue => {
-            let mut state = report.state;
+            let mut state = report.state.clone();
+            if !report.skipped.is_empty() {
+                record_restore_on_load(&mut state, &session.name, &report);
+            }
             state.recovery_enabled = config.recovery_enabled;
             state.auto_restart = config.auto_restart;
             state.auto_relog = config.auto_relog;

@@ -111,7 +111,7 @@ impl SessionSupervisor {
             session.client_log.clone(),
             session.ready.clone(),
         );
-        let ids = IncidentIds::starting_at(&name, state.crash_count + 1);
+        let ids = IncidentIds::starting_at(&name, next_incident_number(&name, &state));
         let duration_base = state.session_duration;
         SessionSupervisor {
             name,
@@ -838,6 +838,19 @@ impl SessionSupervisor {
         self.save_now("shutdown");
         info!(event = "stopped", session = %self.name, generation = self.state.generation, "session stopped and saved");
     }
+}
+
+/// The first incident number not used by any recorded incident (ids stay unique across
+/// runner restarts, which `update_incident` relies on).
+pub(crate) fn next_incident_number(session: &str, state: &SessionState) -> u64 {
+    let prefix = format!("{session}-");
+    let highest = state
+        .crash_history
+        .iter()
+        .filter_map(|i| i.id.strip_prefix(&prefix)?.parse::<u64>().ok())
+        .max()
+        .unwrap_or(0);
+    highest.max(state.crash_count) + 1
 }
 
 fn process_spec(p: &ms11_config::ProcessConfig) -> Option<ProcessSpec> {
