@@ -79,7 +79,12 @@ pub fn run(args: &DemoArgs) -> Result<()> {
             "window probe off: Xvfb is not installed (apt-get install xvfb); the error-dialog fault is skipped"
         ),
     }
-    write_config(&paths, args.seed, display.is_some())?;
+    let options = ms11_sim::ScenarioOptions {
+        seed: args.seed,
+        window: display.is_some(),
+        ..Default::default()
+    };
+    ms11_sim::Scenario::create(&paths.root, &paths.bin, options)?;
     println!("session directory: {}\n", paths.root.display());
     let mut demo = Demo::new(paths, display, Instant::now());
     demo.start_runner()?;
@@ -140,71 +145,6 @@ fn start_xvfb() -> Option<Xvfb> {
         child,
         display: format!(":{n}"),
     })
-}
-
-fn write_config(paths: &Paths, seed: u64, window: bool) -> Result<()> {
-    let q = |p: PathBuf| format!("{:?}", p.display().to_string());
-    let client = paths.bin.join("sim-client");
-    let bot = paths.bin.join("sim-bot");
-    let text = format!(
-        r#"# Demo configuration written by `cargo xtask run`.
-save_interval = 10
-state_file = {state}
-auto_restart = true
-auto_relog = true
-continue_previous = "yes"
-
-[[session]]
-name = "main"
-client_log = {log}
-pipeline = ["restart", "relog", "manual", "restore"]
-
-[session.client]
-command = [{client}, "--log", {log}, "--control-dir", {cc}, "--dump-dir", {dumps}, "--window", "{window}", "--seed", "{seed}", "--startup-ms", "300"]
-cwd = {dumps}
-stop_grace_secs = 2
-
-[session.bot]
-command = [{bot}, "--ledger", {ledger}, "--client-control-dir", {cc}, "--client-log", {log}, "--control-dir", {bc}, "--total-tasks", "400", "--task-ms", "250", "--heartbeat-ms", "300", "--seed", "{seed}"]
-
-[session.ready]
-kind = "log_line"
-pattern = "Login successful"
-timeout_secs = 15
-
-[session.stall]
-timeout_ms = 2500
-
-[session.window]
-enabled = {window_enabled}
-
-[session.recovery.breaker]
-max_incidents = 4
-window_secs = 8
-
-[session.recovery.restart]
-attempts = 2
-backoff_base_ms = 200
-
-[session.recovery.manual]
-timeout_secs = 60
-
-[session.recovery.notify]
-desktop_notify = false
-"#,
-        state = q(paths.p("state/session_state.json")),
-        log = q(paths.p("client.log")),
-        client = q(client),
-        bot = q(bot),
-        cc = q(paths.p("cc")),
-        bc = q(paths.p("bc")),
-        dumps = q(paths.p("client")),
-        ledger = q(paths.p("ledger.txt")),
-        window = if window { "on" } else { "off" },
-        window_enabled = window,
-    );
-    std::fs::write(paths.p("ms11.toml"), text)?;
-    Ok(())
 }
 
 /// What the demo saw in the runner's event log.

@@ -47,9 +47,19 @@ pub(crate) fn signal_group(pid: u32, signal: i32) {
     let _ = rustix::process::kill_process_group(pid, signal);
 }
 
-/// Whether a process with this pid exists.
+/// Whether a process with this pid runs (a zombie waiting to be reaped does not).
 pub(crate) fn alive(pid: i32) -> bool {
-    Pid::from_raw(pid).is_some_and(|p| rustix::process::test_kill_process(p).is_ok())
+    if Pid::from_raw(pid).is_none_or(|p| rustix::process::test_kill_process(p).is_err()) {
+        return false;
+    }
+    // /proc/<pid>/stat: "pid (comm) S ..." with S the state; Z is a zombie.
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X"),
+        Err(_) => true,
+    }
 }
 
 pub(crate) fn kill_leftover(record: &ChildRecord) -> LeftoverAction {

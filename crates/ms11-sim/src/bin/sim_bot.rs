@@ -63,6 +63,8 @@ struct WaitingAck {
     id: String,
     seq: u64,
     since: Instant,
+    /// Waiting for the ack of a `task_started` claim (else of a `task_done`).
+    claim: bool,
 }
 
 struct Relogging {
@@ -188,8 +190,11 @@ impl Bot {
                 );
             }
             RunnerMessage::Ack { seq } => {
-                if self.waiting.as_ref().is_some_and(|w| w.seq == seq) {
-                    self.waiting = None;
+                if self.waiting.as_ref().is_some_and(|w| w.seq == seq)
+                    && let Some(w) = self.waiting.take()
+                    && w.claim
+                {
+                    self.begin(w.id);
                 }
             }
             RunnerMessage::Relog => {
@@ -219,7 +224,8 @@ impl Bot {
         if let Some(w) = &self.waiting {
             if w.since.elapsed() > Duration::from_secs(2) {
                 let (id, seq) = (w.id.clone(), w.seq);
-                self.send(&json!({"type": "task_done", "id": id, "seq": seq}));
+                let kind = if w.claim { "task_started" } else { "task_done" };
+                self.send(&json!({"type": kind, "id": id, "seq": seq}));
                 if let Some(w) = &mut self.waiting {
                     w.since = Instant::now();
                 }
@@ -253,7 +259,19 @@ impl Bot {
             }
             None => return,
         };
-        self.send(&json!({"type": "task_started", "id": next}));
+        // Claim it: the runner records it in flight durably, then acks; only then work.
+        self.seq += 1;
+        let seq = self.seq;
+        self.send(&json!({"type": "task_started", "id": next, "seq": seq}));
+        self.waiting = Some(WaitingAck {
+            id: next,
+            seq,
+            since: Instant::now(),
+            claim: true,
+        });
+    }
+
+    fn begin(&mut self, next: String) {
         if self.crash_next {
             eprintln!("sim-bot: crashing mid-task as told");
             std::process::exit(101);
@@ -319,6 +337,7 @@ impl Bot {
             id: id.to_owned(),
             seq,
             since: Instant::now(),
+            claim: false,
         });
     }
 

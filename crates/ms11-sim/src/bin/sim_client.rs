@@ -191,7 +191,7 @@ fn run_command(
                 }
                 Err(e) => eprintln!("sim-client: cannot show the dialog ({e})"),
             }
-            log.line("[System] FATAL: see the Fatal Report dialog");
+            // The real client writes nothing while its dialog is up: only the window tells.
             Phase::Idle
         }
         "disconnect" => {

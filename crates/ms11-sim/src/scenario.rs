@@ -1,0 +1,182 @@
+//! A simulated session's files and the `ms11-recovery` configuration that runs
+//! `sim-client` and `sim-bot` in them: shared by `cargo xtask run` and the end-to-end
+//! tests.
+
+use std::path::{Path, PathBuf};
+
+/// Tunables of a simulated session.
+#[derive(Debug, Clone)]
+pub struct ScenarioOptions {
+    /// Seed of client and bot.
+    pub seed: u64,
+    /// Show the client's X11 window (needs a display).
+    pub window: bool,
+    /// Tasks the bot adds in all.
+    pub total_tasks: usize,
+    /// Mean task duration.
+    pub task_ms: u64,
+    /// Bot stall timeout.
+    pub stall_ms: u64,
+    /// Crash-loop breaker: more than this many incidents ...
+    pub breaker_max: usize,
+    /// ... within this many seconds.
+    pub breaker_window_secs: f64,
+    /// How long `manual` waits for an acknowledgement.
+    pub manual_timeout_secs: f64,
+    /// Seconds between autosaves.
+    pub save_interval: u64,
+    /// Where the state lives (default: `<root>/state/session_state.json`).
+    pub state_file: Option<PathBuf>,
+}
+
+impl Default for ScenarioOptions {
+    fn default() -> Self {
+        ScenarioOptions {
+            seed: 35,
+            window: false,
+            total_tasks: 400,
+            task_ms: 250,
+            stall_ms: 2500,
+            breaker_max: 4,
+            breaker_window_secs: 8.0,
+            manual_timeout_secs: 60.0,
+            save_interval: 10,
+            state_file: None,
+        }
+    }
+}
+
+/// The files of one simulated session under `root`.
+#[derive(Debug, Clone)]
+pub struct Scenario {
+    /// The session directory.
+    pub root: PathBuf,
+    /// Where `ms11-recovery`, `sim-client` and `sim-bot` are.
+    pub bin_dir: PathBuf,
+    /// The options.
+    pub options: ScenarioOptions,
+}
+
+impl Scenario {
+    /// Creates the directories and writes `ms11.toml`.
+    pub fn create(
+        root: &Path,
+        bin_dir: &Path,
+        options: ScenarioOptions,
+    ) -> std::io::Result<Scenario> {
+        let s = Scenario {
+            root: root.to_path_buf(),
+            bin_dir: bin_dir.to_path_buf(),
+            options,
+        };
+        for dir in ["state", "client", "cc", "bc"] {
+            std::fs::create_dir_all(s.root.join(dir))?;
+        }
+        std::fs::write(s.config(), s.config_toml())?;
+        Ok(s)
+    }
+
+    /// The configuration file.
+    pub fn config(&self) -> PathBuf {
+        self.root.join("ms11.toml")
+    }
+
+    /// The state file.
+    pub fn state_file(&self) -> PathBuf {
+        self.options
+            .state_file
+            .clone()
+            .unwrap_or_else(|| self.root.join("state/session_state.json"))
+    }
+
+    /// The client's control directory.
+    pub fn client_control(&self) -> PathBuf {
+        self.root.join("cc")
+    }
+
+    /// The bot's control directory.
+    pub fn bot_control(&self) -> PathBuf {
+        self.root.join("bc")
+    }
+
+    /// The bot's effect ledger.
+    pub fn ledger(&self) -> PathBuf {
+        self.root.join("ledger.txt")
+    }
+
+    /// The `ms11-recovery` binary.
+    pub fn runner_binary(&self) -> PathBuf {
+        self.bin_dir.join("ms11-recovery")
+    }
+
+    /// The configuration text.
+    pub fn config_toml(&self) -> String {
+        let q = |p: PathBuf| format!("{:?}", p.display().to_string());
+        let o = &self.options;
+        format!(
+            r#"# Simulated session (ms11-sim scenario).
+save_interval = {save_interval}
+state_file = {state}
+auto_restart = true
+auto_relog = true
+continue_previous = "yes"
+
+[[session]]
+name = "main"
+client_log = {log}
+pipeline = ["restart", "relog", "manual", "restore"]
+
+[session.client]
+command = [{client}, "--log", {log}, "--control-dir", {cc}, "--dump-dir", {dumps}, "--window", "{window}", "--seed", "{seed}", "--startup-ms", "300"]
+cwd = {dumps}
+stop_grace_secs = 2
+
+[session.bot]
+command = [{bot}, "--ledger", {ledger}, "--client-control-dir", {cc}, "--client-log", {log}, "--control-dir", {bc}, "--total-tasks", "{total}", "--task-ms", "{task_ms}", "--heartbeat-ms", "300", "--seed", "{seed}"]
+
+[session.ready]
+kind = "log_line"
+pattern = "Login successful"
+timeout_secs = 15
+
+[session.stall]
+timeout_ms = {stall}
+
+[session.window]
+enabled = {window_enabled}
+
+[session.recovery.breaker]
+max_incidents = {breaker_max}
+window_secs = {breaker_window}
+
+[session.recovery.restart]
+attempts = 2
+backoff_base_ms = 200
+
+[session.recovery.manual]
+timeout_secs = {manual_timeout}
+
+[session.recovery.notify]
+desktop_notify = false
+"#,
+            save_interval = o.save_interval,
+            state = q(self.state_file()),
+            log = q(self.root.join("client.log")),
+            client = q(self.bin_dir.join("sim-client")),
+            bot = q(self.bin_dir.join("sim-bot")),
+            cc = q(self.client_control()),
+            bc = q(self.bot_control()),
+            dumps = q(self.root.join("client")),
+            ledger = q(self.ledger()),
+            window = if o.window { "on" } else { "off" },
+            window_enabled = o.window,
+            seed = o.seed,
+            total = o.total_tasks,
+            task_ms = o.task_ms,
+            stall = o.stall_ms,
+            breaker_max = o.breaker_max,
+            breaker_window = o.breaker_window_secs,
+            manual_timeout = o.manual_timeout_secs,
+        )
+    }
+}

@@ -1,0 +1,291 @@
+//! One test per fault kind: real processes (ms11-recovery, sim-client, sim-bot), real
+//! faults, asserting the incident kind, the strategy that recovered it, and the task
+//! ledger (nothing acknowledged lost, nothing done twice).
+
+#![allow(clippy::unwrap_used, clippy::print_stderr)]
+
+use std::time::Duration;
+
+use ms11_e2e::{Display, Session};
+use ms11_sim::ScenarioOptions;
+use serde_json::Value;
+
+const T: Duration = Duration::from_secs(30);
+
+fn started() -> Session {
+    let mut s = Session::new(ScenarioOptions::default());
+    s.start_runner();
+    s.wait_tasks(3, T);
+    s
+}
+
+/// Waits for the first incident of `kind` and for its recovery; returns the recovery event.
+fn recovered(s: &Session, kind: &str) -> (String, Value) {
+    let incident = s.wait_event("incident", &[("kind", kind)], T);
+    let id = incident["incident"].as_str().unwrap().to_owned();
+    let recovered = s.wait_event("recovered", &[("incident", &id)], T);
+    (id, recovered)
+}
+
+fn finish(mut s: Session) -> Session {
+    let done = s.state().count_tasks(ms11_state::TaskState::Done);
+    s.wait_tasks(done + 2, T);
+    assert_eq!(
+        s.stop_runner(),
+        Some(0),
+        "SIGTERM: save, stop children, exit 0"
+    );
+    s.assert_nothing_lost_or_repeated();
+    s
+}
+
+#[test]
+fn a_killed_client_is_restarted() {
+    let s = started();
+    let pid = s.client_pid();
+    std::process::Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .unwrap();
+    let (id, event) = recovered(&s, "process_exit");
+    assert_eq!(event["strategy"], "restart");
+    assert_ne!(s.client_pid(), pid, "a new client runs");
+    let s = finish(s);
+    let incident = s.incident(&id);
+    assert_eq!(incident.exit.as_ref().and_then(|e| e.signal), Some(9));
+    assert!(incident.crash.recovery_successful);
+}
+
+#[test]
+fn a_crash_with_a_dump_is_one_incident_recovered_by_restart() {
+    let s = started();
+    s.client_command("crash-dump");
+    let (id, event) = recovered(&s, "crash_dump");
+    assert_eq!(event["strategy"], "restart");
+    let s = finish(s);
+    let incident = s.incident(&id);
+    assert!(
+        incident.evidence.len() >= 2,
+        "exit, log line and dump fused: {:?}",
+        incident.evidence
+    );
+    let crash_incidents = s
+        .state()
+        .crash_history
+        .iter()
+        .filter(|i| i.resolution.is_some())
+        .count();
+    assert_eq!(crash_incidents, 1, "the pipeline ran once");
+}
+
+#[test]
+fn a_disconnect_is_recovered_by_relog_without_restarting_the_client() {
+    let s = started();
+    let pid = s.client_pid();
+    s.client_command("disconnect");
+    let (id, event) = recovered(&s, "disconnect");
+    assert_eq!(event["strategy"], "relog");
+    assert_eq!(s.client_pid(), pid, "the client was kept");
+    let s = finish(s);
+    let skipped = &s.incident(&id).attempts[0];
+    assert_eq!(
+        (skipped.strategy.as_str(), skipped.outcome),
+        ("restart", ms11_state::AttemptOutcome::Skipped)
+    );
+}
+
+#[test]
+fn an_error_dialog_is_seen_through_the_window_and_recovered_by_restart() {
+    let display = match Display::start() {
+        Ok(d) => d,
+        Err(reason) => {
+            eprintln!("skipped an_error_dialog_...: {reason}");
+            return;
+        }
+    };
+    let options = ScenarioOptions {
+        window: true,
+        ..Default::default()
+    };
+    let mut s = Session::new(options).with_display(&display.name);
+    s.start_runner();
+    s.wait_tasks(3, T);
+    s.client_command("fatal-dialog");
+    let (_, event) = recovered(&s, "error_dialog");
+    assert_eq!(event["strategy"], "restart");
+    finish(s);
+}
+
+#[test]
+fn a_hung_bot_is_a_stall_and_the_bot_is_restarted_and_resumed() {
+    let s = started();
+    s.bot_command("hang");
+    let (_, event) = recovered(&s, "stall");
+    assert_eq!(event["strategy"], "restart");
+    s.wait_for("a resume after the stall", T, |v| v["event"] == "resume");
+    finish(s);
+}
+
+#[test]
+fn a_bot_crashing_mid_task_reruns_that_task_once() {
+    let s = started();
+    s.bot_command("crash");
+    let (_, _) = recovered(&s, "process_exit");
+    s.wait_for("a resume with a re-run", T, |v| {
+        v["event"] == "resume" && v["rerun"].as_str().is_some_and(|r| r != "[]")
+    });
+    finish(s);
+}
+
+#[test]
+fn a_sigkilled_runner_picks_the_session_up_from_disk() {
+    let mut s = started();
+    s.kill_runner();
+    let before = s.state();
+    s.start_runner();
+    s.wait_event("continue", &[], T);
+    s.wait_for("leftovers of the killed runner killed", T, |v| {
+        v["event"] == "leftover_killed"
+    });
+    let s = finish(s);
+    let after = s.state();
+    assert!(after.generation > before.generation);
+    assert!(
+        after.count_tasks(ms11_state::TaskState::Done)
+            > before.count_tasks(ms11_state::TaskState::Done)
+    );
+}
+
+#[test]
+fn a_machine_reboot_everything_killed_state_dir_kept_continues() {
+    let mut s = started();
+    let client = s.client_pid();
+    s.kill_runner();
+    // Whatever survived a "reboot" would be gone: make sure nothing of the session runs.
+    std::thread::sleep(Duration::from_millis(300));
+    // Gone, or a zombie waiting for init to reap it: either way it no longer runs.
+    let stat = std::fs::read_to_string(format!("/proc/{client}/stat")).unwrap_or_default();
+    let state = stat
+        .rsplit_once(')')
+        .and_then(|(_, r)| r.split_whitespace().next())
+        .unwrap_or("gone")
+        .to_owned();
+    assert!(
+        state == "gone" || state == "Z",
+        "the client died with the runner (parent-death signal); state {state}"
+    );
+    s.start_runner();
+    s.wait_event("continue", &[], T);
+    finish(s);
+}
+
+#[test]
+fn a_damaged_newest_generation_is_restored_from_the_previous_one() {
+    let mut s = started();
+    s.kill_runner();
+    let path = s.scenario.state_file();
+    let bytes = std::fs::read(&path).unwrap();
+    std::fs::write(&path, &bytes[..bytes.len() / 3]).unwrap();
+    s.start_runner();
+    let (_, event) = recovered(&s, "state_damaged");
+    assert_eq!(event["strategy"], "restore");
+    let quarantine = path.parent().unwrap().join("quarantine");
+    assert!(
+        std::fs::read_dir(&quarantine).unwrap().count() >= 1,
+        "the damaged file was kept in quarantine/"
+    );
+    finish(s);
+}
+
+#[test]
+fn a_crash_loop_trips_the_breaker_and_waits_for_a_person() {
+    let s = started();
+    for _ in 0..8 {
+        s.client_command("crash-abort");
+        std::thread::sleep(Duration::from_millis(900));
+        if s.events().iter().any(|v| v["event"] == "breaker") {
+            break;
+        }
+    }
+    let manual = s.wait_event("manual", &[], T);
+    let id = manual["incident"].as_str().unwrap().to_owned();
+    let (code, out) = s.cli(&["ack", &id]);
+    assert_eq!(code, 0, "{out}");
+    let event = s.wait_event("recovered", &[("incident", &id)], T);
+    assert_eq!(event["strategy"], "manual");
+    finish(s);
+}
+
+#[test]
+fn a_ban_is_terminal_no_retries_and_a_person_is_asked() {
+    let s = started();
+    s.client_command("banned");
+    let incident = s.wait_event("incident", &[("kind", "banned")], T);
+    let id = incident["incident"].as_str().unwrap().to_owned();
+    s.wait_event("manual", &[("incident", &id)], T);
+    let tries: Vec<Value> = s
+        .events()
+        .into_iter()
+        .filter(|v| v["event"] == "attempt" && v["incident"] == id.as_str())
+        .collect();
+    assert_eq!(tries.len(), 1, "only manual ran: {tries:?}");
+    assert_eq!(tries[0]["strategy"], "manual");
+    let (code, _) = s.cli(&["status"]);
+    assert_eq!(code, 0);
+}
+
+#[test]
+fn a_full_disk_fails_saves_loudly_and_loses_nothing_once_space_is_back() {
+    let is_root = std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout == b"0\n")
+        .unwrap_or(false);
+    if !is_root {
+        eprintln!("skipped a_full_disk_...: mounting a tmpfs needs root");
+        return;
+    }
+    let mount = tempfile::tempdir().unwrap();
+    let ok = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=2m", "tmpfs"])
+        .arg(mount.path())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if !ok {
+        eprintln!("skipped a_full_disk_...: cannot mount a tmpfs here");
+        return;
+    }
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(&self.0)
+                .status();
+        }
+    }
+    let _unmount = Unmount(mount.path().to_path_buf());
+    let options = ScenarioOptions {
+        state_file: Some(mount.path().join("session_state.json")),
+        ..Default::default()
+    };
+    let mut s = Session::new(options);
+    s.start_runner();
+    s.wait_tasks(3, T);
+    let filler = mount.path().join("filler");
+    let _ = std::fs::write(&filler, vec![0u8; 4 * 1024 * 1024]);
+    s.wait_event("save_failed", &[], T);
+    std::fs::remove_file(&filler).unwrap();
+    let done = s
+        .events()
+        .iter()
+        .filter(|v| v["event"] == "task_done")
+        .count();
+    s.wait_for(
+        "tasks acknowledged after the disk has space again",
+        T,
+        |v| v["event"] == "task_done" && v["done"].as_u64().unwrap_or(0) as usize > done,
+    );
+    finish(s);
+}
