@@ -40,7 +40,7 @@ impl LoadedConfig {
                 }
             }
         }
-        "default".into()
+        "defaults".into()
     }
 
     /// The config file, if one was given.

@@ -45,7 +45,9 @@ fn main() {
             }
         }
         "crash-segv" => {
-            let _ = signal_hook::low_level::raise(signal_hook::consts::SIGSEGV);
+            // The Rust runtime handles SIGSEGV itself (stack overflows); do what the default
+            // disposition does: die by the signal.
+            let _ = signal_hook::low_level::emulate_default_handler(signal_hook::consts::SIGSEGV);
             hang()
         }
         other => {

@@ -158,7 +158,9 @@ fn run_command(
             std::process::abort()
         }
         "crash-segv" => {
-            let _ = signal_hook::low_level::raise(signal_hook::consts::SIGSEGV);
+            // The Rust runtime handles SIGSEGV itself (stack overflows); do what the default
+            // disposition does: die by the signal.
+            let _ = signal_hook::low_level::emulate_default_handler(signal_hook::consts::SIGSEGV);
             std::process::abort()
         }
         "crash-dump" => {

@@ -1,0 +1,137 @@
+//! The command line as users see it: insta snapshots of `--help`, `stats`, `status`,
+//! `config show`, the seed's flag spellings, and the documented exit codes.
+
+#![allow(clippy::unwrap_used)]
+
+use std::path::Path;
+use std::process::Command;
+
+const BIN: &str = env!("CARGO_BIN_EXE_ms11-recovery");
+
+fn run(dir: &Path, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(BIN)
+        .args(args)
+        .current_dir(dir)
+        .env_remove("MS11_CONFIG")
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    let clean = |b: &[u8]| String::from_utf8_lossy(b).replace(&*dir.to_string_lossy(), "<dir>");
+    (
+        out.status.code().unwrap_or(-1),
+        clean(&out.stdout),
+        clean(&out.stderr),
+    )
+}
+
+/// A session directory with the seed's sample state saved as the state file.
+fn with_seed_state() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("tmp")).unwrap();
+    let seed = include_str!("../../ms11-state/tests/fixtures/seed_state.json");
+    std::fs::write(dir.path().join("tmp/session_state.json"), seed).unwrap();
+    dir
+}
+
+#[test]
+fn help() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, out, _) = run(dir.path(), &["--help"]);
+    assert_eq!(code, 0);
+    insta::assert_snapshot!(out);
+}
+
+#[test]
+fn stats_of_the_seeds_state_as_text_and_json_and_the_seed_spelling() {
+    let dir = with_seed_state();
+    let (code, text, err) = run(dir.path(), &["stats"]);
+    assert_eq!(code, 0, "{err}");
+    insta::assert_snapshot!("stats_text", text);
+    let (code, json, _) = run(dir.path(), &["--stats", "--json"]);
+    assert_eq!(code, 0);
+    insta::assert_snapshot!("stats_json", json);
+}
+
+#[test]
+fn without_a_saved_session_stats_is_empty_and_recover_fails_with_3() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, out, _) = run(dir.path(), &["stats", "--json"]);
+    assert_eq!((code, out.trim()), (0, "{}"));
+    let (code, _, err) = run(dir.path(), &["--recover"]);
+    assert_eq!(code, 3);
+    assert!(err.contains("no saved session"), "{err}");
+}
+
+#[test]
+fn status_without_a_runner_says_so_and_shows_the_saved_state() {
+    let dir = with_seed_state();
+    let (code, out, _) = run(dir.path(), &["status"]);
+    assert_eq!(code, 4);
+    let out = out.split(", saved ").next().unwrap_or_default().to_owned(); // the age changes
+    insta::assert_snapshot!(out);
+    let (code, _, err) = run(dir.path(), &["save"]);
+    assert_eq!(code, 4, "{err}");
+}
+
+#[test]
+fn config_show_names_the_origin_of_values() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("ms11.yaml"),
+        "save_interval: 120\nauto_relog: true\n",
+    )
+    .unwrap();
+    let (code, out, err) = run(
+        dir.path(),
+        &[
+            "--config",
+            "ms11.yaml",
+            "--set",
+            "keep_generations=5",
+            "config",
+            "show",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    insta::assert_snapshot!(out);
+}
+
+#[test]
+fn a_bad_config_exits_6_naming_file_line_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("bad.toml"), "save_intervall = 5\n").unwrap();
+    let (code, _, err) = run(dir.path(), &["--config", "bad.toml", "config", "check"]);
+    assert_eq!(code, 6);
+    insta::assert_snapshot!(err);
+}
+
+#[test]
+fn a_damaged_state_refuses_to_run_with_5_and_force_starts_fresh_keeping_the_files() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("tmp")).unwrap();
+    std::fs::write(dir.path().join("tmp/session_state.json"), "{\"planet\": ").unwrap();
+    std::fs::write(
+        dir.path().join("ms11.toml"),
+        "[[session]]\nname = \"main\"\n[session.client]\ncommand = [\"sleep\", \"30\"]\n[session.ready]\nkind = \"delay\"\n",
+    )
+    .unwrap();
+    let (code, _, err) = run(dir.path(), &["--config", "ms11.toml", "run"]);
+    assert_eq!(code, 5, "{err}");
+    assert!(
+        err.contains("none is valid") && err.contains("--force"),
+        "{err}"
+    );
+    assert!(
+        dir.path().join("tmp/session_state.json").exists(),
+        "nothing moved without --force"
+    );
+}
+
+#[test]
+fn cleanup_keeps_the_newest_state() {
+    let dir = with_seed_state();
+    let (code, out, err) = run(dir.path(), &["--cleanup", "--max-age", "0"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("kept the newest valid state"), "{out}");
+    assert!(dir.path().join("tmp/session_state.json").exists());
+}
