@@ -95,6 +95,132 @@ pub fn run(args: &DemoArgs) -> Result<()> {
     demo.summary()
 }
 
+/// Options of `cargo xtask soak`.
+#[derive(clap::Args)]
+pub struct SoakArgs {
+    /// Number of faults to inject.
+    #[arg(long, default_value_t = 100)]
+    faults: usize,
+    /// Seed of the fault schedule (and of client and bot).
+    #[arg(long, default_value_t = 11)]
+    seed: u64,
+    /// Keep the session directory here.
+    #[arg(long)]
+    keep: Option<PathBuf>,
+}
+
+/// `cargo xtask soak`: a long randomized fault schedule; prints recovered / escalated /
+/// unrecovered / lost / duplicated counts; exits non-zero on any loss, duplicate or
+/// unrecovered fault.
+pub fn soak(args: &SoakArgs) -> Result<()> {
+    use rand::{Rng, SeedableRng};
+    util::cargo(&[
+        "build".into(),
+        "--quiet".into(),
+        "-p".into(),
+        "ms11-runner".into(),
+        "-p".into(),
+        "ms11-sim".into(),
+    ])?;
+    let temp = tempfile::tempdir()?;
+    let root = args
+        .keep
+        .clone()
+        .unwrap_or_else(|| temp.path().to_path_buf());
+    std::fs::create_dir_all(&root)?;
+    let paths = Paths {
+        root,
+        bin: util::target_dir().join("debug"),
+    };
+    let options = ms11_sim::ScenarioOptions {
+        seed: args.seed,
+        task_ms: 150,
+        breaker_window_secs: 4.0,
+        ..Default::default()
+    };
+    ms11_sim::Scenario::create(&paths.root, &paths.bin, options)?;
+    let mut demo = Demo::new(paths, None, Instant::now());
+    demo.quiet = true;
+    demo.start_runner()?;
+    demo.wait(3.0);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(args.seed);
+    let kinds = [
+        "client-kill",
+        "crash-dump",
+        "crash-abort",
+        "disconnect",
+        "session-expired",
+        "bot-hang",
+        "bot-crash",
+        "runner-kill",
+    ];
+    let mut counts: BTreeMap<&str, (usize, usize, usize)> = BTreeMap::new();
+    for n in 1..=args.faults {
+        let kind = kinds[rng.random_range(0..kinds.len())];
+        let mark = demo.seen_events;
+        match kind {
+            "client-kill" => match demo.client_pid() {
+                Some(pid) => {
+                    Command::new("kill")
+                        .args(["-KILL", &pid.to_string()])
+                        .status()?;
+                }
+                None => continue,
+            },
+            "crash-dump" | "crash-abort" | "disconnect" | "session-expired" => {
+                demo.client_command(kind)?
+            }
+            "bot-hang" => demo.bot_command("hang")?,
+            "bot-crash" => demo.bot_command("crash")?,
+            _ => {
+                demo.kill_runner();
+                demo.start_runner()?;
+            }
+        }
+        let outcome = demo.await_outcome(mark, Duration::from_secs(30), kind == "runner-kill");
+        let entry = counts.entry(kind).or_default();
+        match outcome {
+            Outcome::Recovered => entry.0 += 1,
+            Outcome::Escalated => entry.1 += 1,
+            Outcome::Unrecovered => entry.2 += 1,
+        }
+        if n % 10 == 0 {
+            demo.say(&format!("{n}/{} faults injected", args.faults));
+        }
+        demo.wait(1.0 + rng.random_range(0.0..1.0));
+    }
+    demo.wait(3.0);
+    demo.stop_runner();
+    println!("\n================ soak ================");
+    println!(
+        "{:<16} {:>9} {:>9} {:>11}",
+        "fault", "recovered", "escalated", "unrecovered"
+    );
+    let mut totals = (0, 0, 0);
+    for (kind, (r, e, u)) in &counts {
+        println!("{kind:<16} {r:>9} {e:>9} {u:>11}");
+        totals = (totals.0 + r, totals.1 + e, totals.2 + u);
+    }
+    println!(
+        "{:<16} {:>9} {:>9} {:>11}",
+        "all", totals.0, totals.1, totals.2
+    );
+    demo.summary()?;
+    anyhow::ensure!(
+        totals.2 == 0,
+        "{} fault(s) were neither recovered nor escalated",
+        totals.2
+    );
+    Ok(())
+}
+
+/// How one injected fault ended.
+enum Outcome {
+    Recovered,
+    Escalated,
+    Unrecovered,
+}
+
 struct Xvfb {
     child: Child,
     display: String,
@@ -164,6 +290,10 @@ struct Demo {
     seen: Seen,
     runner_log: std::fs::File,
     runner_starts: usize,
+    /// Events received so far (an index for "after this point").
+    seen_events: usize,
+    recent: Vec<Value>,
+    quiet: bool,
 }
 
 impl Demo {
@@ -182,6 +312,9 @@ impl Demo {
             seen: Seen::default(),
             runner_log,
             runner_starts: 0,
+            seen_events: 0,
+            recent: Vec::new(),
+            quiet: false,
         }
     }
 
@@ -273,7 +406,40 @@ impl Demo {
         }
     }
 
+    /// Waits for the recovery (or escalation) of a fault injected after event `mark`.
+    fn await_outcome(&mut self, mark: usize, timeout: Duration, runner_restart: bool) -> Outcome {
+        let end = Instant::now() + timeout;
+        while Instant::now() < end {
+            self.pump();
+            let new = &self.recent[mark.min(self.recent.len())..];
+            if runner_restart && new.iter().any(|e| e["event"] == "continue") {
+                return Outcome::Recovered;
+            }
+            if let Some(manual) = new.iter().find(|e| e["event"] == "manual") {
+                let id = manual["incident"].as_str().unwrap_or_default().to_owned();
+                let _ = self.recovery().args(["ack", &id]).output();
+                self.seen.waiting_for_ack = None;
+                return Outcome::Escalated;
+            }
+            if new.iter().any(|e| e["event"] == "recovered") {
+                return Outcome::Recovered;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Outcome::Unrecovered
+    }
+
     fn show(&mut self, e: &Value) {
+        self.seen_events += 1;
+        self.recent.push(e.clone());
+        if self.quiet {
+            if e["event"] == "task_done"
+                && let Some(task) = e["task"].as_str()
+            {
+                self.seen.acknowledged.insert(task.to_owned());
+            }
+            return;
+        }
         let s = |k: &str| {
             e.get(k)
                 .and_then(Value::as_str)
@@ -377,7 +543,7 @@ impl Demo {
         serde_json::from_slice(&out.stdout).ok()
     }
 
-    fn client_pid(&self) -> Option<u64> {
+    fn client_pid(&mut self) -> Option<u64> {
         self.status()?
             .get("main")?
             .get("client")?

@@ -3,6 +3,7 @@
 //! - `run`: the demo (see `demo.rs`).
 //! - `test`: every test of the workspace, saying which ones will skip and why.
 //! - `bench`: the benchmark suite, each figure next to its same-run baseline.
+//! - `soak`: a long randomized fault schedule with recovered/escalated/lost counts.
 
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
@@ -32,6 +33,8 @@ enum Command {
     },
     /// Run the benchmarks and print each figure with its baseline and ratio.
     Bench(bench::BenchArgs),
+    /// Run a long randomized fault schedule and count recovered, escalated, lost, duplicated.
+    Soak(demo::SoakArgs),
 }
 
 fn main() -> Result<()> {
@@ -39,6 +42,7 @@ fn main() -> Result<()> {
         Command::Run(args) => demo::run(&args),
         Command::Test { args } => test(&args),
         Command::Bench(args) => bench::run(&args),
+        Command::Soak(args) => demo::soak(&args),
     }
 }
 

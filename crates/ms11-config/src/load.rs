@@ -27,7 +27,6 @@ pub const TOP_LEVEL_KEYS: &[&str] = &[
     "keep_generations",
     "continue_previous",
     "control_socket",
-    "plugins",
     "session",
 ];
 

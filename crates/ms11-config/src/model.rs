@@ -41,8 +41,6 @@ pub struct Config {
     /// The control socket used by `save`, `status`, `restart`, `relog`, `ack`. Default:
     /// `ms11-recovery.sock` beside `state_file`.
     pub control_socket: Option<PathBuf>,
-    /// Strategy plugins.
-    pub plugins: PluginsConfig,
     /// The sessions (characters) to supervise. Without any, the seed's keys describe one
     /// session named `main` (which can be saved and inspected, but `run` needs a client
     /// or bot command).
@@ -63,7 +61,6 @@ impl Default for Config {
             keep_generations: 3,
             continue_previous: ContinuePrevious::Ask,
             control_socket: None,
-            plugins: PluginsConfig::default(),
             session: Vec::new(),
         }
     }
@@ -157,24 +154,6 @@ pub enum ContinuePrevious {
     Yes,
     /// Always start a new session.
     No,
-}
-
-/// Strategy plugins.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, Default)]
-#[serde(deny_unknown_fields, default)]
-pub struct PluginsConfig {
-    /// Directories searched (not recursively) for plugin libraries. Must be absolute.
-    pub dirs: Vec<PathBuf>,
-    /// Allow-list: plugin id → sha256 of its library. When not empty, other plugins
-    /// and changed libraries are refused.
-    pub allow: BTreeMap<String, String>,
-    /// Plugins (by id) run inside the runner process instead of an isolated child
-    /// process. Faster, but a crashing plugin then takes the runner down.
-    pub in_process: Vec<String>,
-    /// Seconds a plugin call may take before it is abandoned (the child is killed).
-    pub call_timeout_secs: Option<u64>,
-    /// Per-plugin settings, passed to the plugin as JSON: `[plugins.config.swg-emu]`.
-    pub config: BTreeMap<String, serde_json::Value>,
 }
 
 /// One supervised session (one character).

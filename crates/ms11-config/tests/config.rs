@@ -246,7 +246,7 @@ fn the_configuration_reference_is_generated_from_the_types() {
         "save_interval",
         "session.N.client.stop_grace_secs",
         "session.N.log_patterns.patterns",
-        "plugins.allow",
+        "session.N.recovery.breaker.max_incidents",
     ] {
         assert!(
             generated.contains(&format!("`{key}`")),

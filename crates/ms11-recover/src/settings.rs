@@ -20,8 +20,6 @@ pub struct RecoverySettings {
     /// Retry policy of `restore` (roll the game fields back to an older good
     /// generation, then restart).
     pub restore: StrategySettings,
-    /// Retry policy of plugin strategies, by strategy name.
-    pub plugins: std::collections::BTreeMap<String, StrategySettings>,
     /// `relog` runs this command (exit status 0 = logged in) instead of asking the bot.
     pub relog_command: Option<Vec<String>>,
     /// How `manual` reaches a human.
@@ -42,7 +40,6 @@ impl Default for RecoverySettings {
                 ..StrategySettings::default()
             },
             restore: StrategySettings::default(),
-            plugins: std::collections::BTreeMap::new(),
             relog_command: None,
             notify: ManualSettings::default(),
             restore_generation: None,
@@ -58,7 +55,7 @@ impl RecoverySettings {
             "relog" => self.relog.clone(),
             "manual" => self.manual.clone(),
             "restore" => self.restore.clone(),
-            other => self.plugins.get(other).cloned().unwrap_or_default(),
+            _ => StrategySettings::default(),
         }
     }
 }
