@@ -96,7 +96,7 @@ fn a_disconnect_is_recovered_by_relog_without_restarting_the_client() {
 
 #[test]
 fn an_error_dialog_is_seen_through_the_window_and_recovered_by_restart() {
-    let display = match Display::start() {
+    let display = match Display::start(300..400) {
         Ok(d) => d,
         Err(reason) => {
             eprintln!("skipped an_error_dialog_...: {reason}");
@@ -107,7 +107,7 @@ fn an_error_dialog_is_seen_through_the_window_and_recovered_by_restart() {
         window: true,
         ..Default::default()
     };
-    let mut s = Session::new(options).with_display(&display.name);
+    let mut s = Session::new(options).with_display(&display.display);
     s.start_runner();
     s.wait_tasks(3, T);
     s.client_command("fatal-dialog");

@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{Receiver, channel};
 use std::time::{Duration, Instant};
@@ -44,32 +44,27 @@ impl Paths {
     }
 }
 
+/// Builds the binaries and picks the session directory (`keep`, or a temporary one
+/// that lives as long as the returned guard).
+fn prepare(keep: Option<&PathBuf>) -> Result<(tempfile::TempDir, Paths)> {
+    println!("building ms11-recovery, sim-client and sim-bot ...");
+    let args: Vec<String> = ["build", "--quiet", "-p", "ms11-runner", "-p", "ms11-sim"]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+    util::cargo(&args)?;
+    let temp = tempfile::tempdir()?;
+    let root = keep.cloned().unwrap_or_else(|| temp.path().to_path_buf());
+    std::fs::create_dir_all(&root)?;
+    let bin = util::target_dir().join("debug");
+    Ok((temp, Paths { root, bin }))
+}
+
 /// Runs the demo.
 pub fn run(args: &DemoArgs) -> Result<()> {
-    println!("building ms11-recovery, sim-client and sim-bot ...");
-    util::cargo(&[
-        "build".into(),
-        "--quiet".into(),
-        "-p".into(),
-        "ms11-runner".into(),
-        "-p".into(),
-        "ms11-sim".into(),
-    ])?;
-    let temp = tempfile::tempdir()?;
-    let root = args
-        .keep
-        .clone()
-        .unwrap_or_else(|| temp.path().to_path_buf());
-    std::fs::create_dir_all(&root)?;
-    let paths = Paths {
-        root,
-        bin: util::target_dir().join("debug"),
-    };
-    for dir in ["state", "client", "cc", "bc"] {
-        std::fs::create_dir_all(paths.p(dir))?;
-    }
+    let (_temp, paths) = prepare(args.keep.as_ref())?;
     let xvfb = if args.no_window { None } else { start_xvfb() };
-    let display = xvfb.as_ref().map(|x| x.display.clone());
+    let display = xvfb.as_ref().map(DemoDisplay::name);
     match &display {
         Some(d) => println!("window probe on: Xvfb display {d}"),
         None if args.no_window => {
@@ -114,24 +109,7 @@ pub struct SoakArgs {
 /// unrecovered fault.
 pub fn soak(args: &SoakArgs) -> Result<()> {
     use rand::{Rng, SeedableRng};
-    util::cargo(&[
-        "build".into(),
-        "--quiet".into(),
-        "-p".into(),
-        "ms11-runner".into(),
-        "-p".into(),
-        "ms11-sim".into(),
-    ])?;
-    let temp = tempfile::tempdir()?;
-    let root = args
-        .keep
-        .clone()
-        .unwrap_or_else(|| temp.path().to_path_buf());
-    std::fs::create_dir_all(&root)?;
-    let paths = Paths {
-        root,
-        bin: util::target_dir().join("debug"),
-    };
+    let (_temp, paths) = prepare(args.keep.as_ref())?;
     let options = ms11_sim::ScenarioOptions {
         seed: args.seed,
         task_ms: 150,
@@ -221,56 +199,29 @@ enum Outcome {
     Unrecovered,
 }
 
-struct Xvfb {
-    child: Child,
-    display: String,
+/// The display the demo uses: the one set, or an Xvfb it starts.
+enum DemoDisplay {
+    Existing(String),
+    Started(ms11_sim::Xvfb),
 }
 
-impl Drop for Xvfb {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Starts Xvfb on a free display when it is installed and no display is set.
-fn start_xvfb() -> Option<Xvfb> {
-    if let Ok(d) = std::env::var("DISPLAY") {
-        return Some(Xvfb {
-            child: Command::new("true").spawn().ok()?,
-            display: d,
-        });
-    }
-    util::which("Xvfb")?;
-    let n = (90..200).find(|n| {
-        !Path::new(&format!("/tmp/.X11-unix/X{n}")).exists()
-            && !Path::new(&format!("/tmp/.X{n}-lock")).exists()
-    })?;
-    let child = Command::new("Xvfb")
-        .args([
-            format!(":{n}"),
-            "-nolisten".into(),
-            "tcp".into(),
-            "-screen".into(),
-            "0".into(),
-            "640x480x24".into(),
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .ok()?;
-    let socket = format!("/tmp/.X11-unix/X{n}");
-    let end = Instant::now() + Duration::from_secs(5);
-    while !Path::new(&socket).exists() {
-        if Instant::now() > end {
-            return None;
+impl DemoDisplay {
+    fn name(&self) -> String {
+        match self {
+            DemoDisplay::Existing(d) => d.clone(),
+            DemoDisplay::Started(x) => x.display.clone(),
         }
-        std::thread::sleep(Duration::from_millis(50));
     }
-    Some(Xvfb {
-        child,
-        display: format!(":{n}"),
-    })
+}
+
+/// Uses `DISPLAY` when set, else starts Xvfb when it is installed.
+fn start_xvfb() -> Option<DemoDisplay> {
+    if let Ok(d) = std::env::var("DISPLAY") {
+        return Some(DemoDisplay::Existing(d));
+    }
+    ms11_sim::Xvfb::start(90..200)
+        .ok()
+        .map(DemoDisplay::Started)
 }
 
 /// What the demo saw in the runner's event log.

@@ -35,7 +35,7 @@
 //! let stall = StallDetector::spawn(&StallConfig::default(), "bot", ids.clone(), raw_tx.clone())?;
 //! // On each bot heartbeat: stall.beat();
 //! // In the supervisor's exit callback:
-//! //   raw_tx.send(incident_for_exit(&ids, "client", exit_info, unix_now()))
+//! //   raw_tx.send(incident_for_exit(&ids, "client", ExitInfo::from(status), unix_now()))
 //! // With every state save: runtime.log_cursors.insert(path, log.cursor.get()).
 //! # let _ = (pipeline_rx, log, stall);
 //! # Ok(())
@@ -65,6 +65,6 @@ pub use patterns::{
     LogPatternConfig, PatternInfo, PatternMatcher, PatternSet, PatternSpec, StartAt,
     default_ignore, default_patterns,
 };
-pub use process_exit::{ExitWatcher, exit_info, incident_for_exit};
+pub use process_exit::{ExitWatcher, incident_for_exit};
 pub use stall::{StallConfig, StallDetector, StallTracker};
 pub use window::{WindowProbeConfig, spawn_window_probe};

@@ -66,27 +66,6 @@ pub fn incident_for_exit(ids: &IncidentIds, role: &str, exit: ExitInfo, at: f64)
     incident
 }
 
-/// How a `std::process::ExitStatus` ended.
-pub fn exit_info(status: std::process::ExitStatus) -> ExitInfo {
-    #[cfg(unix)]
-    {
-        use std::os::unix::process::ExitStatusExt;
-        ExitInfo {
-            code: status.code(),
-            signal: status.signal(),
-            core_dumped: status.core_dumped(),
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        ExitInfo {
-            code: status.code(),
-            signal: None,
-            core_dumped: false,
-        }
-    }
-}
-
 /// Waits on a child on its own thread and sends its exit incident at once.
 #[derive(Debug)]
 pub struct ExitWatcher {
@@ -109,7 +88,7 @@ impl ExitWatcher {
             .name(name.clone())
             .spawn(move || match child.wait() {
                 Ok(status) => {
-                    let incident = incident_for_exit(&ids, &role, exit_info(status), unix_now());
+                    let incident = incident_for_exit(&ids, &role, ExitInfo::from(status), unix_now());
                     tracing::info!(id = %incident.id, pid, %role, msg = %incident.crash.error_message, "child exited");
                     let _ = tx.send(incident);
                 }

@@ -321,7 +321,7 @@ fn wait_for(mut child: Child, pid: u32, role: &str, cell: &ExitCell, events: &Se
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64());
     let exit = match status {
-        Ok(status) => exit_info(status),
+        Ok(status) => ExitInfo::from(status),
         Err(e) => {
             warn!(role, pid, error = %e, "waiting for the child failed");
             ExitInfo::default()
@@ -340,27 +340,6 @@ fn wait_for(mut child: Child, pid: u32, role: &str, cell: &ExitCell, events: &Se
         at,
         unix,
     });
-}
-
-/// `ExitStatus` → [`ExitInfo`].
-pub fn exit_info(status: std::process::ExitStatus) -> ExitInfo {
-    #[cfg(unix)]
-    {
-        use std::os::unix::process::ExitStatusExt;
-        ExitInfo {
-            code: status.code(),
-            signal: status.signal(),
-            core_dumped: status.core_dumped(),
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        ExitInfo {
-            code: status.code(),
-            signal: None,
-            core_dumped: false,
-        }
-    }
 }
 
 /// A leftover process found at start-up.

@@ -8,7 +8,9 @@ pub mod control;
 pub mod ledger;
 pub mod lines;
 pub mod scenario;
+pub mod xvfb;
 
 pub use control::{poll_commands, send_command};
 pub use ledger::{LedgerCheck, check_ledger};
 pub use scenario::{Scenario, ScenarioOptions};
+pub use xvfb::Xvfb;

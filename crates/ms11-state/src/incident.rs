@@ -221,6 +221,29 @@ pub struct ExitInfo {
     pub core_dumped: bool,
 }
 
+impl From<std::process::ExitStatus> for ExitInfo {
+    /// How a finished process ended (code, or signal and core dump on Unix).
+    fn from(status: std::process::ExitStatus) -> Self {
+        #[cfg(unix)]
+        {
+            use std::os::unix::process::ExitStatusExt;
+            ExitInfo {
+                code: status.code(),
+                signal: status.signal(),
+                core_dumped: status.core_dumped(),
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            ExitInfo {
+                code: status.code(),
+                signal: None,
+                core_dumped: false,
+            }
+        }
+    }
+}
+
 impl fmt::Display for ExitInfo {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match (self.code, self.signal) {
