@@ -141,7 +141,6 @@ impl ControlServer {
             .with_context(|| format!("binding the control socket `{}`", path.display()))?;
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
             .with_context(|| format!("restricting `{}` to its owner", path.display()))?;
-        listener.set_nonblocking(true)?;
         let stop = Arc::new(AtomicBool::new(false));
         let stop_flag = Arc::clone(&stop);
         let thread = std::thread::Builder::new()
@@ -163,6 +162,8 @@ impl ControlServer {
 impl Drop for ControlServer {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
+        // Wake the blocking accept.
+        let _ = UnixStream::connect(&self.path);
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
@@ -170,16 +171,18 @@ impl Drop for ControlServer {
     }
 }
 
+/// Blocks in `accept` (no polling: an idle runner wakes for nothing); `Drop` connects
+/// once to wake it for the stop.
 fn serve(listener: &UnixListener, handler: &Handler, stop: &AtomicBool) {
     while !stop.load(Ordering::SeqCst) {
         match listener.accept() {
             Ok((stream, _)) => {
+                if stop.load(Ordering::SeqCst) {
+                    break;
+                }
                 if let Err(e) = answer(stream, handler) {
                     debug!(error = %e, "control connection ended with an error");
                 }
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                std::thread::sleep(Duration::from_millis(25));
             }
             Err(e) => {
                 warn!(error = %e, "control socket accept failed");
@@ -190,7 +193,6 @@ fn serve(listener: &UnixListener, handler: &Handler, stop: &AtomicBool) {
 }
 
 fn answer(stream: UnixStream, handler: &Handler) -> std::io::Result<()> {
-    stream.set_nonblocking(false)?;
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
     let mut writer = stream.try_clone()?;
     let mut line = String::new();

@@ -58,15 +58,21 @@ pub fn run(loaded: &LoadedConfig, global: &GlobalArgs) -> Result<ExitCode> {
     let mut routes: BTreeMap<String, Sender<ControlMessage>> = BTreeMap::new();
     let mut threads = Vec::new();
     let mut stops = Vec::new();
+    let (ended_tx, ended_rx) = bounded::<()>(64);
     for (session, state, store) in prepared {
         let (stop_tx, stop_rx) = bounded(1);
         let (control_tx, control_rx) = bounded(16);
         routes.insert(session.name.clone(), control_tx);
         stops.push(stop_tx);
         let supervisor = SessionSupervisor::new(config, session.clone(), state, store);
+        let ended = ended_tx.clone();
         let thread = std::thread::Builder::new()
             .name(format!("session-{}", session.name))
-            .spawn(move || supervisor.run(stop_rx, control_rx))?;
+            .spawn(move || {
+                let end = supervisor.run(stop_rx, control_rx);
+                let _ = ended.send(());
+                end
+            })?;
         threads.push(thread);
     }
     let routes = Arc::new(routes);
@@ -77,11 +83,14 @@ pub fn run(loaded: &LoadedConfig, global: &GlobalArgs) -> Result<ExitCode> {
     )
     .map_err(|e| Failure::new(ExitCode::Error, format!("{e:#}")))?;
     info!(event = "running", sessions = routes.len(), control = %control.path().display(), "supervising");
+    // Blocks until a signal or the end of every session (no polling).
+    let mut running = threads.len();
     let why = loop {
         select! {
             recv(termination) -> signal => break format!("{signal:?}"),
-            default(Duration::from_millis(500)) => {
-                if threads.iter().all(|t| t.is_finished()) {
+            recv(ended_rx) -> _ => {
+                running = running.saturating_sub(1);
+                if running == 0 {
                     break "every session ended".to_owned();
                 }
             }

@@ -147,8 +147,10 @@ impl SessionSupervisor {
         self.start_bot();
         self.save("start");
         let autosave = tick(Duration::from_secs(self.config.save_interval.max(1)));
-        let housekeeping = tick(Duration::from_millis(200));
         loop {
+            let bot_restart = self
+                .bot_restart_at
+                .map_or_else(never, crossbeam_channel::at);
             let bot_events = self
                 .bot
                 .as_ref()
@@ -172,7 +174,7 @@ impl SessionSupervisor {
                     let _ = msg.reply.send(response);
                 },
                 recv(autosave) -> _ => self.save("autosave"),
-                recv(housekeeping) -> _ => self.housekeeping(),
+                recv(bot_restart) -> _ => self.housekeeping(),
             }
         }
         self.shutdown();
