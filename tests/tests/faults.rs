@@ -289,3 +289,56 @@ fn a_full_disk_fails_saves_loudly_and_loses_nothing_once_space_is_back() {
     );
     finish(s);
 }
+
+#[test]
+fn a_plugin_strategy_recovers_from_its_place_in_the_pipeline() {
+    let plugins = tempfile::tempdir().unwrap();
+    let bin = ms11_e2e::bin_dir();
+    let library = bin.join("libms11_plugin_example.so");
+    let host = bin.join("ms11-plugin-host");
+    if !library.exists() || !host.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let ok = std::process::Command::new(cargo)
+            .args([
+                "build",
+                "-p",
+                "ms11-plugin-example",
+                "-p",
+                "ms11-plugin-host",
+            ])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "building the example plugin failed");
+    }
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(plugins.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let copy = plugins.path().join("libms11_plugin_example.so");
+    std::fs::copy(&library, &copy).unwrap();
+    std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let options = ScenarioOptions {
+        pipeline: ["example-wait", "restart", "relog", "manual", "restore"]
+            .map(String::from)
+            .to_vec(),
+        extra_toml: format!(
+            "[plugins]\ndirs = [{:?}]\nhost = {:?}\n[plugins.config.example]\nwait_ms = 100\n",
+            plugins.path().display().to_string(),
+            host.display().to_string()
+        ),
+        ..Default::default()
+    };
+    let mut s = Session::new(options);
+    let (code, out) = s.cli(&["plugins", "check"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("example-wait"), "{out}");
+    s.start_runner();
+    s.wait_tasks(3, T);
+    s.client_command("disconnect");
+    let (_, event) = recovered(&s, "disconnect");
+    assert_eq!(
+        event["strategy"], "example-wait",
+        "the plugin ran first, as placed"
+    );
+    // The example plugin only waits; the simulated bot goes on with its tasks.
+    finish(s);
+}

@@ -113,7 +113,11 @@ pub fn soak(args: &SoakArgs) -> Result<()> {
     let options = ms11_sim::ScenarioOptions {
         seed: args.seed,
         task_ms: 150,
+        total_tasks: 1_000_000,
         breaker_window_secs: 4.0,
+        // Faults come every few seconds here: the same log pattern must be reported
+        // again (the default 30 s cooldown is for real clients repeating an error).
+        extra_toml: "[session.log_patterns]\ndefault_cooldown_ms = 500\n".into(),
         ..Default::default()
     };
     ms11_sim::Scenario::create(&paths.root, &paths.bin, options)?;

@@ -10,7 +10,7 @@ pub const BUILTIN_STRATEGIES: &[&str] = &["restart", "relog", "manual", "restore
 
 impl LoadedConfig {
     /// Everything wrong with the configuration. `extra_strategies` are names provided
-    /// by other sources (none are built in yet).
+    /// by plugins.
     pub fn check(&self, extra_strategies: &[String]) -> Vec<ConfigProblem> {
         let config = &self.config;
         let mut problems = Vec::new();
@@ -27,6 +27,14 @@ impl LoadedConfig {
         }
         if config.keep_generations == 0 {
             add("keep_generations".into(), "must be at least 1".into());
+        }
+        for dir in &config.plugins.dirs {
+            if !dir.is_absolute() {
+                add(
+                    "plugins.dirs".into(),
+                    format!("`{}` must be an absolute path", dir.display()),
+                );
+            }
         }
         let mut names = HashSet::new();
         let mut files = HashSet::new();

@@ -18,8 +18,8 @@ pub use load::{
     ConfigError, ConfigProblem, ConfigSources, DEFAULT_TOML, LoadedConfig, TOP_LEVEL_KEYS, load,
 };
 pub use model::{
-    Config, ContinuePrevious, CrashDetection, ProcessConfig, ReadyConfig, ReadyKind, SessionConfig,
-    SessionTracking, StateBackend, default_pipeline,
+    Config, ContinuePrevious, CrashDetection, PluginsConfig, ProcessConfig, ReadyConfig, ReadyKind,
+    SessionConfig, SessionTracking, StateBackend, default_pipeline,
 };
 pub use reference::reference_markdown;
 pub use signals::signal_number;

@@ -27,6 +27,7 @@ pub const TOP_LEVEL_KEYS: &[&str] = &[
     "keep_generations",
     "continue_previous",
     "control_socket",
+    "plugins",
     "session",
 ];
 

@@ -41,6 +41,8 @@ pub struct Config {
     /// The control socket used by `save`, `status`, `restart`, `relog`, `ack`. Default:
     /// `ms11-recovery.sock` beside `state_file`.
     pub control_socket: Option<PathBuf>,
+    /// Strategy plugins (see docs/plugins.md).
+    pub plugins: PluginsConfig,
     /// The sessions (characters) to supervise. Without any, the seed's keys describe one
     /// session named `main` (which can be saved and inspected, but `run` needs a client
     /// or bot command).
@@ -61,6 +63,7 @@ impl Default for Config {
             keep_generations: 3,
             continue_previous: ContinuePrevious::Ask,
             control_socket: None,
+            plugins: PluginsConfig::default(),
             session: Vec::new(),
         }
     }
@@ -154,6 +157,26 @@ pub enum ContinuePrevious {
     Yes,
     /// Always start a new session.
     No,
+}
+
+/// Strategy plugins.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct PluginsConfig {
+    /// Absolute directories searched (not recursively) for plugin libraries
+    /// (`lib*.so`). Each plugin runs in its own `ms11-plugin-host` child process.
+    pub dirs: Vec<PathBuf>,
+    /// Allow-list: plugin id → sha256 of its library. When not empty, other plugins and
+    /// changed libraries are refused before they are loaded.
+    pub allow: BTreeMap<String, String>,
+    /// Seconds a plugin call may take beyond its strategy's own deadline before its
+    /// process is killed.
+    pub call_timeout_secs: f64,
+    /// The `ms11-plugin-host` binary (default: `MS11_PLUGIN_HOST`, else next to
+    /// `ms11-recovery`).
+    pub host: Option<PathBuf>,
+    /// Per-plugin settings, passed to the plugin as JSON: `[plugins.config.swg-emu]`.
+    pub config: BTreeMap<String, serde_json::Value>,
 }
 
 /// One supervised session (one character).

@@ -127,6 +127,12 @@ pub enum Command {
         #[command(subcommand)]
         action: ConfigAction,
     },
+    /// List or check strategy plugins.
+    Plugins {
+        /// What to do with them.
+        #[command(subcommand)]
+        action: PluginsAction,
+    },
 }
 
 /// `config` actions.
@@ -135,6 +141,16 @@ pub enum ConfigAction {
     /// Print the merged configuration and where each value came from.
     Show,
     /// Validate the configuration; exit 6 when something is wrong.
+    Check,
+}
+
+/// `plugins` actions.
+#[derive(Debug, Subcommand, Clone, Copy)]
+pub enum PluginsAction {
+    /// List the plugins found and what they provide.
+    List,
+    /// Load every plugin (each in an isolated host process) and say what failed and
+    /// why; exit 1 if any did.
     Check,
 }
 
@@ -190,6 +206,7 @@ const SUBCOMMANDS: &[&str] = &[
     "ack",
     "status",
     "config",
+    "plugins",
     "help",
 ];
 

@@ -8,6 +8,7 @@ pub mod control;
 pub mod exit_code;
 pub mod logging;
 pub mod output;
+pub mod plugins;
 pub mod prompt;
 pub mod signals;
 pub mod stats;
@@ -19,7 +20,7 @@ use anyhow::Result;
 use clap::Parser;
 use ms11_config::{ConfigSources, LoadedConfig};
 
-use crate::cli::{Cli, Command, ConfigAction, GlobalArgs};
+use crate::cli::{Cli, Command, ConfigAction, GlobalArgs, PluginsAction};
 use crate::control::ControlRequest;
 use crate::exit_code::{ExitCode, Failure};
 use crate::output::Output;
@@ -126,6 +127,12 @@ fn dispatch(cli: &Cli) -> Result<ExitCode> {
         } => commands::config_show(&loaded, &mut out),
         Command::Config {
             action: ConfigAction::Check,
-        } => commands::config_check(&loaded, &[], &mut out),
+        } => {
+            let names = plugins::strategy_names(&plugins::load(config).0);
+            commands::config_check(&loaded, &names, &mut out)
+        }
+        Command::Plugins { action } => {
+            plugins::command(config, matches!(action, PluginsAction::Check), &mut out)
+        }
     }
 }

@@ -27,6 +27,10 @@ pub struct ScenarioOptions {
     pub save_interval: u64,
     /// Where the state lives (default: `<root>/state/session_state.json`).
     pub state_file: Option<PathBuf>,
+    /// The recovery order.
+    pub pipeline: Vec<String>,
+    /// TOML appended to the configuration (e.g. a `[plugins]` table).
+    pub extra_toml: String,
 }
 
 impl Default for ScenarioOptions {
@@ -42,6 +46,10 @@ impl Default for ScenarioOptions {
             manual_timeout_secs: 60.0,
             save_interval: 10,
             state_file: None,
+            pipeline: ["restart", "relog", "manual", "restore"]
+                .map(String::from)
+                .to_vec(),
+            extra_toml: String::new(),
         }
     }
 }
@@ -124,7 +132,7 @@ continue_previous = "yes"
 [[session]]
 name = "main"
 client_log = {log}
-pipeline = ["restart", "relog", "manual", "restore"]
+pipeline = {pipeline:?}
 
 [session.client]
 command = [{client}, "--log", {log}, "--control-dir", {cc}, "--dump-dir", {dumps}, "--window", "{window}", "--seed", "{seed}", "--startup-ms", "300"]
@@ -158,6 +166,8 @@ timeout_secs = {manual_timeout}
 
 [session.recovery.notify]
 desktop_notify = false
+
+{extra}
 "#,
             save_interval = o.save_interval,
             state = q(self.state_file()),
@@ -177,6 +187,8 @@ desktop_notify = false
             breaker_max = o.breaker_max,
             breaker_window = o.breaker_window_secs,
             manual_timeout = o.manual_timeout_secs,
+            pipeline = o.pipeline,
+            extra = o.extra_toml,
         )
     }
 }

@@ -28,7 +28,13 @@ pub use session::{ControlMessage, SessionEnd, SessionSupervisor};
 pub fn run(loaded: &LoadedConfig, global: &GlobalArgs) -> Result<ExitCode> {
     let config = &loaded.config;
     let sessions = crate::commands::selected_sessions(config, global.session.as_deref())?;
-    let problems = loaded.check(&[]);
+    let (plugin_strategies, plugin_reports) = crate::plugins::load(config);
+    for report in &plugin_reports {
+        if let Err(e) = &report.result {
+            warn!(plugin = %report.path.display(), error = %e, "plugin not loaded");
+        }
+    }
+    let problems = loaded.check(&crate::plugins::strategy_names(&plugin_strategies));
     if !problems.is_empty() {
         let text: Vec<String> = problems.iter().map(|p| format!("  - {p}")).collect();
         return Err(Failure::new(
@@ -64,7 +70,13 @@ pub fn run(loaded: &LoadedConfig, global: &GlobalArgs) -> Result<ExitCode> {
         let (control_tx, control_rx) = bounded(16);
         routes.insert(session.name.clone(), control_tx);
         stops.push(stop_tx);
-        let supervisor = SessionSupervisor::new(config, session.clone(), state, store);
+        let supervisor = SessionSupervisor::new(
+            config,
+            session.clone(),
+            state,
+            store,
+            plugin_strategies.clone(),
+        );
         let ended = ended_tx.clone();
         let thread = std::thread::Builder::new()
             .name(format!("session-{}", session.name))

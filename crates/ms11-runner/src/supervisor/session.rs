@@ -68,6 +68,7 @@ pub struct SessionSupervisor {
     run_started: Instant,
     duration_base: f64,
     dirty: bool,
+    plugins: Vec<ms11_plugin_host::PluginStrategy>,
 }
 
 /// The running bot and its protocol state.
@@ -87,6 +88,7 @@ impl SessionSupervisor {
         session: SessionConfig,
         state: SessionState,
         store: Box<dyn StateStore>,
+        plugins: Vec<ms11_plugin_host::PluginStrategy>,
     ) -> Self {
         let name = session.name.clone();
         let (exit_tx, exit_rx) = unbounded();
@@ -137,6 +139,7 @@ impl SessionSupervisor {
             run_started: Instant::now(),
             duration_base,
             dirty: false,
+            plugins,
         }
     }
 
@@ -550,6 +553,12 @@ impl SessionSupervisor {
             }
             if let Some(s) = ms11_recover::builtin(name, settings) {
                 strategies.push(s);
+            } else if let Some(p) = self
+                .plugins
+                .iter()
+                .find(|p| ms11_recover::Strategy::name(*p) == name.as_str())
+            {
+                strategies.push(Box::new(p.clone()));
             } else {
                 warn!(session = %self.name, strategy = %name, "unknown strategy in the pipeline; skipped");
             }
