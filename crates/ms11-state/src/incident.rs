@@ -526,8 +526,9 @@ fn specificity(kind: IncidentKind) -> u8 {
         IncidentKind::Disconnect
         | IncidentKind::MemoryError
         | IncidentKind::GraphicsError
-        | IncidentKind::DuplicateInstance => 7,
-        IncidentKind::Crash | IncidentKind::CrashDump => 6,
+        | IncidentKind::DuplicateInstance
+        | IncidentKind::CrashDump => 7,
+        IncidentKind::Crash => 6,
         IncidentKind::ErrorDialog => 5,
         IncidentKind::NotResponding | IncidentKind::Stall => 4,
         IncidentKind::ProcessExit => 3,
