@@ -342,3 +342,22 @@ fn a_plugin_strategy_recovers_from_its_place_in_the_pipeline() {
     // The example plugin only waits; the simulated bot goes on with its tasks.
     finish(s);
 }
+
+#[test]
+fn a_bot_printing_garbage_is_logged_and_the_session_goes_on() {
+    let s = started();
+    let before = s
+        .events()
+        .iter()
+        .filter(|v| v["event"] == "task_done")
+        .count();
+    s.bot_command("garbage");
+    s.wait_for("tasks after the garbage", T, |v| {
+        v["event"] == "task_done" && v["done"].as_u64().unwrap_or(0) as usize > before + 3
+    });
+    assert!(
+        !s.events().iter().any(|v| v["event"] == "incident"),
+        "non-protocol output is not an incident"
+    );
+    finish(s);
+}

@@ -175,6 +175,9 @@ pub struct PluginsConfig {
     /// The `ms11-plugin-host` binary (default: `MS11_PLUGIN_HOST`, else next to
     /// `ms11-recovery`).
     pub host: Option<PathBuf>,
+    /// Plugin ids to run inside the runner's process instead of an isolated child:
+    /// faster calls, but then a crash or hang of the plugin is the runner's.
+    pub in_process: Vec<String>,
     /// Per-plugin settings, passed to the plugin as JSON: `[plugins.config.swg-emu]`.
     pub config: BTreeMap<String, serde_json::Value>,
 }

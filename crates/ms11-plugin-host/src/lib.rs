@@ -40,6 +40,10 @@ pub struct PluginHostConfig {
     pub call_timeout: Duration,
     /// Per plugin id: its configuration.
     pub configs: BTreeMap<String, serde_json::Value>,
+    /// Plugin ids run inside the runner's process instead of a child (faster calls, but
+    /// a crash or hang of the plugin is then the runner's). They are first opened in a
+    /// child all the same, so a library that crashes on load never reaches the runner.
+    pub in_process: Vec<String>,
 }
 
 /// What happened to one plugin file.
@@ -91,12 +95,18 @@ pub fn load_all(config: &PluginHostConfig) -> (Vec<PluginStrategy>, Vec<PluginRe
                 .unwrap_or_else(|| serde_json::json!({}));
             let names = process.create(&plugin_config)?;
             seen_ids.insert(id.clone(), path.clone());
-            let shared = Arc::new(Mutex::new(process));
+            let backend = if config.in_process.contains(&id) {
+                drop(process);
+                let loaded = loader::OpenedLibrary::open(&path)?.create(&plugin_config)?;
+                Backend::InProcess(Arc::new(Mutex::new(InProcess(loaded))))
+            } else {
+                Backend::Child(Arc::new(Mutex::new(process)))
+            };
             for name in &names {
                 strategies.push(PluginStrategy {
                     name: name.clone(),
                     plugin: id.clone(),
-                    process: Arc::clone(&shared),
+                    backend: backend.clone(),
                 });
             }
             info!(plugin = %id, %version, strategies = ?names, path = %path.display(), "plugin loaded");
@@ -300,12 +310,27 @@ impl Drop for PluginProcess {
     }
 }
 
+/// A plugin loaded into the runner's own process (opt-in per plugin id).
+struct InProcess(loader::LoadedPlugin);
+
+// SAFETY: the plugin instance is only used through the Mutex (one call at a time), and
+// the SDK's `Plugin` trait requires `Send` of the implementation behind it.
+#[allow(unsafe_code)]
+unsafe impl Send for InProcess {}
+
+/// Where a plugin runs.
+#[derive(Clone)]
+enum Backend {
+    Child(Arc<Mutex<PluginProcess>>),
+    InProcess(Arc<Mutex<InProcess>>),
+}
+
 /// One strategy of a plugin, as the pipeline sees it.
 #[derive(Clone)]
 pub struct PluginStrategy {
     name: String,
     plugin: String,
-    process: Arc<Mutex<PluginProcess>>,
+    backend: Backend,
 }
 
 impl PluginStrategy {
@@ -314,14 +339,28 @@ impl PluginStrategy {
         &self.plugin
     }
 
+    /// Whether it runs inside the runner's process.
+    pub fn in_process(&self) -> bool {
+        matches!(self.backend, Backend::InProcess(_))
+    }
+
     fn call(&self, request: &Request, timeout: Duration) -> Result<Response, String> {
-        let mut process = self
-            .process
-            .lock()
-            .map_err(|_| "plugin lock poisoned".to_owned())?;
-        process.ensure_running()?;
-        let timeout = timeout + process.timeout;
-        process.call(request, timeout)
+        match &self.backend {
+            Backend::Child(process) => {
+                let mut process = process
+                    .lock()
+                    .map_err(|_| "plugin lock poisoned".to_owned())?;
+                process.ensure_running()?;
+                let timeout = timeout + process.timeout;
+                process.call(request, timeout)
+            }
+            Backend::InProcess(plugin) => {
+                let plugin = plugin
+                    .lock()
+                    .map_err(|_| "plugin lock poisoned".to_owned())?;
+                Ok(protocol::answer(&plugin.0, request))
+            }
+        }
     }
 }
 

@@ -84,3 +84,54 @@ pub enum Response {
         panicked: bool,
     },
 }
+
+/// Answers a request with a loaded plugin (the child's loop, and in-process plugins).
+pub fn answer(plugin: &crate::loader::LoadedPlugin, request: &Request) -> Response {
+    let parse = |text: String| serde_json::from_str::<serde_json::Value>(&text);
+    match request {
+        Request::Create { .. } => Response::Error {
+            message: "already created".into(),
+            panicked: false,
+        },
+        Request::AppliesTo { strategy, incident } => match plugin
+            .applies_to(strategy, &incident.to_string())
+            .map(parse)
+        {
+            Ok(Ok(v)) => Response::Applies {
+                applies: v["applies"].as_bool().unwrap_or(false),
+                reason: v["reason"].as_str().map(str::to_owned),
+            },
+            Ok(Err(e)) => Response::Error {
+                message: format!("plugin answered invalid JSON: {e}"),
+                panicked: false,
+            },
+            Err(e) => Response::Error {
+                message: e.message,
+                panicked: e.panicked,
+            },
+        },
+        Request::Recover {
+            strategy,
+            incident,
+            deadline_ms,
+        } => {
+            match plugin
+                .recover(strategy, &incident.to_string(), *deadline_ms)
+                .map(parse)
+            {
+                Ok(Ok(v)) => Response::Outcome {
+                    outcome: v["outcome"].as_str().unwrap_or("failed").to_owned(),
+                    reason: v["reason"].as_str().map(str::to_owned),
+                },
+                Ok(Err(e)) => Response::Error {
+                    message: format!("plugin answered invalid JSON: {e}"),
+                    panicked: false,
+                },
+                Err(e) => Response::Error {
+                    message: e.message,
+                    panicked: e.panicked,
+                },
+            }
+        }
+    }
+}

@@ -298,3 +298,24 @@ fn files_that_are_not_plugins_and_duplicate_ids_are_reported() {
         "{errors:?}"
     );
 }
+
+#[test]
+fn a_plugin_can_run_in_process_when_asked() {
+    let dir = plugin_dir(&["ms11-plugin-example"]);
+    let mut cfg = config(dir.path());
+    cfg.in_process = vec!["example".into()];
+    cfg.configs
+        .insert("example".into(), serde_json::json!({"wait_ms": 10}));
+    let (mut strategies, reports) = load_all(&cfg);
+    assert!(reports[0].result.is_ok(), "{reports:?}");
+    let s = &mut strategies[0];
+    assert!(s.in_process());
+    assert_eq!(
+        run(s, IncidentKind::Disconnect, Duration::from_secs(2)),
+        Outcome::Recovered
+    );
+    assert!(matches!(
+        s.applies_to(&incident(IncidentKind::Crash), &NoSession),
+        Applicability::Skip(_)
+    ));
+}

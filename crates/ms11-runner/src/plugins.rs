@@ -19,6 +19,7 @@ pub fn host_config(config: &Config) -> PluginHostConfig {
         host_binary: config.plugins.host.clone(),
         call_timeout: Duration::from_secs_f64(config.plugins.call_timeout_secs.max(0.0)),
         configs: config.plugins.config.clone(),
+        in_process: config.plugins.in_process.clone(),
     }
 }
 

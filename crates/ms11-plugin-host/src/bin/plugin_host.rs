@@ -95,46 +95,7 @@ fn main() {
                 message: format!("bad request: {e}"),
                 panicked: false,
             },
-            Ok(Request::Create { .. }) => Response::Error {
-                message: "already created".into(),
-                panicked: false,
-            },
-            Ok(Request::AppliesTo { strategy, incident }) => {
-                match loaded.applies_to(&strategy, &incident.to_string()) {
-                    Ok(text) => serde_json::from_str::<serde_json::Value>(&text)
-                        .map(|v| Response::Applies {
-                            applies: v["applies"].as_bool().unwrap_or(false),
-                            reason: v["reason"].as_str().map(str::to_owned),
-                        })
-                        .unwrap_or_else(|e| Response::Error {
-                            message: format!("plugin answered invalid JSON: {e}"),
-                            panicked: false,
-                        }),
-                    Err(e) => Response::Error {
-                        message: e.message,
-                        panicked: e.panicked,
-                    },
-                }
-            }
-            Ok(Request::Recover {
-                strategy,
-                incident,
-                deadline_ms,
-            }) => match loaded.recover(&strategy, &incident.to_string(), deadline_ms) {
-                Ok(text) => serde_json::from_str::<serde_json::Value>(&text)
-                    .map(|v| Response::Outcome {
-                        outcome: v["outcome"].as_str().unwrap_or("failed").to_owned(),
-                        reason: v["reason"].as_str().map(str::to_owned),
-                    })
-                    .unwrap_or_else(|e| Response::Error {
-                        message: format!("plugin answered invalid JSON: {e}"),
-                        panicked: false,
-                    }),
-                Err(e) => Response::Error {
-                    message: e.message,
-                    panicked: e.panicked,
-                },
-            },
+            Ok(request) => ms11_plugin_host::protocol::answer(&loaded, &request),
         };
         reply(&response);
     }
