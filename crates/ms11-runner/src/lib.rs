@@ -10,6 +10,7 @@ pub mod logging;
 pub mod output;
 pub mod plugins;
 pub mod prompt;
+pub mod sd_notify;
 pub mod signals;
 pub mod stats;
 pub mod supervisor;

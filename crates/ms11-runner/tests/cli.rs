@@ -135,3 +135,46 @@ fn cleanup_keeps_the_newest_state() {
     assert!(out.contains("kept the newest valid state"), "{out}");
     assert!(dir.path().join("tmp/session_state.json").exists());
 }
+
+#[test]
+fn under_systemd_it_reports_ready_and_stopping() {
+    use std::os::unix::net::UnixDatagram;
+    let dir = tempfile::tempdir().unwrap();
+    let socket_path = dir.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    socket
+        .set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .unwrap();
+    std::fs::write(
+        dir.path().join("ms11.toml"),
+        "continue_previous = \"yes\"\n[[session]]\nname = \"main\"\n[session.client]\ncommand = [\"sleep\", \"60\"]\n[session.ready]\nkind = \"delay\"\n",
+    )
+    .unwrap();
+    let mut child = Command::new(BIN)
+        .args(["--config", "ms11.toml", "run"])
+        .current_dir(dir.path())
+        .env("NOTIFY_SOCKET", &socket_path)
+        .env("WATCHDOG_USEC", "200000")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut buf = [0u8; 256];
+    let mut seen = Vec::new();
+    while !seen.iter().any(|m: &String| m.starts_with("WATCHDOG=1")) {
+        let n = socket.recv(&mut buf).unwrap();
+        seen.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+    }
+    assert!(seen[0].starts_with("READY=1"), "{seen:?}");
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    loop {
+        let n = socket.recv(&mut buf).unwrap();
+        if String::from_utf8_lossy(&buf[..n]).starts_with("STOPPING=1") {
+            break;
+        }
+    }
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+}

@@ -95,10 +95,22 @@ pub fn run(loaded: &LoadedConfig, global: &GlobalArgs) -> Result<ExitCode> {
     )
     .map_err(|e| Failure::new(ExitCode::Error, format!("{e:#}")))?;
     info!(event = "running", sessions = routes.len(), control = %control.path().display(), "supervising");
+    let notifier = crate::sd_notify::Notifier::from_env();
+    if let Some(n) = &notifier {
+        n.send("READY=1\nSTATUS=supervising");
+    }
+    let watchdog = crate::sd_notify::watchdog_interval()
+        .filter(|_| notifier.is_some())
+        .map_or_else(crossbeam_channel::never, crossbeam_channel::tick);
     // Blocks until a signal or the end of every session (no polling).
     let mut running = threads.len();
     let why = loop {
         select! {
+            recv(watchdog) -> _ => {
+                if let Some(n) = &notifier {
+                    n.send("WATCHDOG=1");
+                }
+            },
             recv(termination) -> signal => break format!("{signal:?}"),
             recv(ended_rx) -> _ => {
                 running = running.saturating_sub(1);
@@ -109,6 +121,9 @@ pub fn run(loaded: &LoadedConfig, global: &GlobalArgs) -> Result<ExitCode> {
         }
     };
     info!(event = "terminating", reason = %why, "stopping every session");
+    if let Some(n) = &notifier {
+        n.send("STOPPING=1");
+    }
     for stop in &stops {
         let _ = stop.send(());
     }
