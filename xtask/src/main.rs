@@ -4,11 +4,13 @@
 //! - `test`: every test of the workspace, saying which ones will skip and why.
 //! - `bench`: the benchmark suite, each figure next to its same-run baseline.
 //! - `soak`: a long randomized fault schedule with recovered/escalated/lost counts.
+//! - `torture`, `fuzz`: the reliability and property tests, run longer.
 
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod bench;
 mod demo;
+mod torture;
 mod util;
 
 use anyhow::Result;
@@ -35,6 +37,10 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Run a long randomized fault schedule and count recovered, escalated, lost, duplicated.
     Soak(demo::SoakArgs),
+    /// Run the reliability tests longer: save-loop SIGKILLs, disk faults, bad plugins, protocol abuse.
+    Torture(torture::TortureArgs),
+    /// Run the property tests with many more cases until the time is up.
+    Fuzz(torture::FuzzArgs),
 }
 
 fn main() -> Result<()> {
@@ -43,6 +49,8 @@ fn main() -> Result<()> {
         Command::Test { args } => test(&args),
         Command::Bench(args) => bench::run(&args),
         Command::Soak(args) => demo::soak(&args),
+        Command::Torture(args) => torture::torture(&args),
+        Command::Fuzz(args) => torture::fuzz(&args),
     }
 }
 

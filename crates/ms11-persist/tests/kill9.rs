@@ -146,4 +146,9 @@ fn kill9_loop() {
         kills_after_a_save * 2 >= iterations(),
         "too few kills landed after saves started ({kills_after_a_save})"
     );
+    // One line for `cargo xtask torture` (every invalid or lost state failed above).
+    println!(
+        "torture kill9: iterations {} kills_after_a_save {kills_after_a_save} last_acknowledged_generation {last_acked} invalid 0 lost 0",
+        iterations()
+    );
 }
