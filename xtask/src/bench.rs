@@ -16,6 +16,12 @@ pub struct BenchArgs {
     /// Only run benchmarks whose id contains this text.
     #[arg(long)]
     filter: Option<String>,
+    /// Only measure the runner's idle cost (skip the criterion benchmarks).
+    #[arg(long)]
+    runner_only: bool,
+    /// Seconds each idle measurement lasts.
+    #[arg(long, default_value_t = 20)]
+    idle_secs: u64,
 }
 
 /// One row of the table: a measurement and the baseline it is compared with.
@@ -91,6 +97,19 @@ const COMPARISONS: &[Comparison] = &[
 pub fn run(args: &BenchArgs) -> Result<()> {
     let bench_dir = util::target_dir().join("bench");
     fs::create_dir_all(&bench_dir)?;
+    let release: Vec<String> = ["build", "--release", "-p", "ms11-runner"]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+    util::cargo(&release)?;
+    println!("measuring the runner's idle cost (1, 10, 100 sessions) ...");
+    let (idle_md, idle_json) = crate::idle::rows(std::time::Duration::from_secs(args.idle_secs))?;
+    if args.runner_only {
+        println!(
+            "\n| what | measured | baseline | ratio | goal |\n|---|---|---|---|---|\n{idle_md}"
+        );
+        return Ok(());
+    }
     let mut cargo_args: Vec<String> = ["bench", "--workspace", "--bench", "*", "--", "--noplot"]
         .iter()
         .map(|s| (*s).to_owned())
@@ -122,7 +141,9 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let status = child.wait()?;
     anyhow::ensure!(status.success(), "cargo bench failed ({status})");
     let estimates = read_estimates(&util::target_dir().join("criterion"))?;
-    let (markdown, json) = render(&estimates, &reports);
+    reports.insert("runner_idle".into(), idle_json);
+    let (mut markdown, json) = render(&estimates, &reports);
+    markdown.push_str(&idle_md);
     println!("\n{markdown}");
     fs::write(bench_dir.join("summary.md"), &markdown)?;
     fs::write(bench_dir.join("summary.json"), json)?;

@@ -5,11 +5,14 @@
 //! - `bench`: the benchmark suite, each figure next to its same-run baseline.
 //! - `soak`: a long randomized fault schedule with recovered/escalated/lost counts.
 //! - `torture`, `fuzz`: the reliability and property tests, run longer.
+//! - `dist`: release binaries, shell completions and the man page.
 
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod bench;
 mod demo;
+mod dist;
+mod idle;
 mod torture;
 mod util;
 
@@ -41,6 +44,8 @@ enum Command {
     Torture(torture::TortureArgs),
     /// Run the property tests with many more cases until the time is up.
     Fuzz(torture::FuzzArgs),
+    /// Build the release binaries with shell completions and a man page under target/dist/.
+    Dist,
 }
 
 fn main() -> Result<()> {
@@ -51,6 +56,7 @@ fn main() -> Result<()> {
         Command::Soak(args) => demo::soak(&args),
         Command::Torture(args) => torture::torture(&args),
         Command::Fuzz(args) => torture::fuzz(&args),
+        Command::Dist => dist::run(),
     }
 }
 

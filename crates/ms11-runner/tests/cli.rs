@@ -178,3 +178,51 @@ fn under_systemd_it_reports_ready_and_stopping() {
     }
     assert_eq!(child.wait().unwrap().code(), Some(0));
 }
+
+#[test]
+fn seventy_sessions_start_and_stop_cleanly_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = String::from("continue_previous = \"yes\"\n");
+    for n in 0..70 {
+        config.push_str(&format!(
+            "[[session]]\nname = \"s{n}\"\n[session.client]\ncommand = [\"sleep\", \"60\"]\nstop_grace_secs = 2\n[session.ready]\nkind = \"delay\"\n[session.window]\nenabled = false\n"
+        ));
+    }
+    std::fs::write(dir.path().join("ms11.toml"), config).unwrap();
+    let mut child = Command::new(BIN)
+        .args(["--config", "ms11.toml", "run"])
+        .current_dir(dir.path())
+        .env_remove("DISPLAY")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Every session saves at start: wait for all 70 state files.
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let saved = |n: usize| {
+        dir.path()
+            .join(format!("tmp/s{n}/session_state.json"))
+            .exists()
+            || (n == 0 && dir.path().join("tmp/session_state.json").exists())
+    };
+    while !(0..70).all(saved) {
+        assert!(std::time::Instant::now() < end, "not every session started");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < end,
+            "the runner did not stop after SIGTERM"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    assert_eq!(status.code(), Some(0));
+}

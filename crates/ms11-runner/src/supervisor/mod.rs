@@ -64,7 +64,8 @@ pub fn run(loaded: &LoadedConfig, global: &GlobalArgs) -> Result<ExitCode> {
     let mut routes: BTreeMap<String, Sender<ControlMessage>> = BTreeMap::new();
     let mut threads = Vec::new();
     let mut stops = Vec::new();
-    let (ended_tx, ended_rx) = bounded::<()>(64);
+    // Unbounded: after a signal nobody receives, and a session ending then must not block.
+    let (ended_tx, ended_rx) = crossbeam_channel::unbounded::<()>();
     for (session, state, store) in prepared {
         let (stop_tx, stop_rx) = bounded(1);
         let (control_tx, control_rx) = bounded(16);
