@@ -5,7 +5,8 @@
 //!   misbehaving plugin (panic, abort, hang, bad headers, unsafe files), and the bot
 //!   protocol torture (random bytes, huge lines, partial JSON, early close) plus the
 //!   end-to-end fault tests. Exits non-zero on any failure, loss or duplicate.
-//! - fuzz: the property tests (state parser, protocol decoder, log prefilter) with many
+//! - fuzz: the property tests (state parser, protocol decoder, log prefilter, config
+//!   loader) with many
 //!   more cases, repeated until `--minutes` are up.
 
 use std::process::Command;
@@ -136,6 +137,7 @@ const PROPERTIES: &[(&str, &str)] = &[
     ("ms11-state", "compat"),
     ("ms11-agent", "wire"),
     ("ms11-detect", "prefilter_props"),
+    ("ms11-config", "config"),
 ];
 
 /// Runs the property tests with many cases until the time is up.

@@ -254,3 +254,33 @@ fn the_configuration_reference_is_generated_from_the_types() {
         );
     }
 }
+
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        /// Whatever a config file holds, loading it returns a config or an error; it never panics.
+        #[test]
+        fn arbitrary_config_files_never_panic(text in "(?s).{0,400}", yaml in any::<bool>()) {
+            let dir = tempfile::tempdir().unwrap();
+            let path = write(&dir, if yaml { "c.yaml" } else { "c.toml" }, &text);
+            let _ = from_file(&path).map(|l| l.check(&[]));
+        }
+
+        /// Key-value lines made of real key names and arbitrary values never panic either.
+        #[test]
+        fn plausible_config_files_never_panic(
+            lines in prop::collection::vec(
+                (prop::sample::select(ms11_config::TOP_LEVEL_KEYS.to_vec()), "[a-z0-9\"\\[\\]{}=., -]{0,20}"),
+                0..8,
+            )
+        ) {
+            let text: String = lines.iter().map(|(k, v)| format!("{k} = {v}\n")).collect();
+            let dir = tempfile::tempdir().unwrap();
+            let path = write(&dir, "c.toml", &text);
+            let _ = from_file(&path).map(|l| (l.show(), l.check(&[])));
+        }
+    }
+}
