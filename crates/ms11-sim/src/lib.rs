@@ -5,6 +5,7 @@
 //! effect ledger that shows whether any task ran twice.
 
 pub mod control;
+pub mod crash_dump;
 pub mod ledger;
 pub mod lines;
 pub mod scenario;

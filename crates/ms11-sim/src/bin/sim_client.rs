@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use clap::{Parser, ValueEnum};
-use ms11_sim::{lines, poll_commands};
+use ms11_sim::{crash_dump, lines, poll_commands};
 use rand::SeedableRng;
 
 /// A simulated game client.
@@ -165,15 +165,9 @@ fn run_command(
         }
         "crash-dump" => {
             let dir = args.dump_dir.clone().unwrap_or_else(|| PathBuf::from("."));
-            let stamp = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs());
-            let base = dir.join(format!("SwgClient_r-1.0-{stamp}"));
-            let _ = std::fs::write(
-                base.with_extension("txt"),
-                "automated crash dump from SwgClient_r\nException c0000005(0)=code 00401a2b=addr\n",
-            );
-            let _ = std::fs::write(base.with_extension("mdmp"), b"MDMP\x93\xa7");
+            let stem = crash_dump::dump_stem(std::time::SystemTime::now());
+            let _ = std::fs::write(dir.join(format!("{stem}.txt")), crash_dump::REPORT_TEXT);
+            let _ = std::fs::write(dir.join(format!("{stem}.mdmp")), b"MDMP\x93\xa7");
             log.line(lines::CRASHED);
             std::process::abort()
         }
