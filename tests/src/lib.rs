@@ -246,6 +246,37 @@ impl Session {
         assert!(!acked.is_empty(), "no task was acknowledged at all");
     }
 
+    /// The runner's control socket.
+    pub fn control_socket(&self) -> PathBuf {
+        self.scenario
+            .state_file()
+            .parent()
+            .unwrap()
+            .join("ms11-recovery.sock")
+    }
+
+    /// One request on the control socket, as the CLI sends it: the answer and how long
+    /// it took (without a process start, so the figure is the runner's).
+    pub fn control(&self, request: &Value) -> (Value, Duration) {
+        use std::io::Write;
+        let started = Instant::now();
+        let mut stream = std::os::unix::net::UnixStream::connect(self.control_socket()).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        writeln!(stream, "{request}").unwrap();
+        let mut line = String::new();
+        BufReader::new(&stream).read_line(&mut line).unwrap();
+        let took = started.elapsed();
+        (serde_json::from_str(&line).unwrap_or_default(), took)
+    }
+
+    /// `status --json` of the session `main`.
+    pub fn status(&self) -> Value {
+        let (answer, _) = self.control(&serde_json::json!({"cmd": "status"}));
+        answer["data"]["main"].clone()
+    }
+
     /// The recorded incident with this id.
     pub fn incident(&self, id: &str) -> ms11_state::Incident {
         self.state()

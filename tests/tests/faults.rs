@@ -60,10 +60,15 @@ fn a_killed_client_is_restarted() {
 fn a_crash_with_a_dump_is_one_incident_recovered_by_restart() {
     let s = started();
     s.client_command("crash-dump");
-    let (id, event) = recovered(&s, "crash_dump");
+    // The exit starts the recovery at once; the log line and the dump may come before
+    // it (fused) or after it (attached): either way one incident, a crash dump.
+    let incident = s.wait_for("the crash's incident", T, |v| v["event"] == "incident");
+    let id = incident["incident"].as_str().unwrap().to_owned();
+    let event = s.wait_event("recovered", &[("incident", &id)], T);
     assert_eq!(event["strategy"], "restart");
     let s = finish(s);
     let incident = s.incident(&id);
+    assert_eq!(incident.kind, ms11_state::IncidentKind::CrashDump);
     assert!(
         incident.evidence.len() >= 2,
         "exit, log line and dump fused: {:?}",
@@ -120,8 +125,12 @@ fn an_error_dialog_is_seen_through_the_window_and_recovered_by_restart() {
 fn a_hung_bot_is_a_stall_and_the_bot_is_restarted_and_resumed() {
     let s = started();
     s.bot_command("hang");
-    let (_, event) = recovered(&s, "stall");
-    assert_eq!(event["strategy"], "restart");
+    let (id, event) = recovered(&s, "stall");
+    assert_eq!(event["strategy"], "restart-bot");
+    let incident = s.wait_for("the stall's incident", T, |v| {
+        v["event"] == "incident" && v["incident"] == id.as_str()
+    });
+    assert_eq!(incident["subject"], "bot");
     s.wait_for("a resume after the stall", T, |v| v["event"] == "resume");
     finish(s);
 }

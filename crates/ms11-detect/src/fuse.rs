@@ -28,54 +28,78 @@ impl Default for FuseConfig {
     }
 }
 
-/// The clock-free fusion core: times are passed in.
+/// The clock-free fusion core: times are passed in. One window per key: signals are
+/// merged only with signals of the same key (the runner keys on the incident's subject
+/// and the process generation it is about, so a bot stall never merges into a client
+/// exit).
 #[derive(Debug)]
-pub struct Fuser {
+pub struct Fuser<K = ms11_state::IncidentSubject> {
     window: Duration,
-    open: Option<(Instant, Incident)>,
+    open: Vec<(K, Instant, Incident)>,
 }
 
-impl Fuser {
+impl<K: PartialEq + Clone> Fuser<K> {
     /// A fuser with the given window.
     pub fn new(window: Duration) -> Self {
-        Fuser { window, open: None }
+        Fuser {
+            window,
+            open: Vec::new(),
+        }
     }
 
-    /// Takes an incident at `now`. Returns a finished incident: the previous window's if
-    /// it had already closed, or this one at once when the window is zero.
-    pub fn push(&mut self, incident: Incident, now: Instant) -> Option<Incident> {
+    /// Takes an incident about `key` at `now`. Returns the finished incidents: those
+    /// whose window had already closed, or this one at once when the window is zero.
+    pub fn push(&mut self, key: K, incident: Incident, now: Instant) -> Vec<Incident> {
         if self.window.is_zero() {
-            return Some(incident);
+            return vec![incident];
         }
         let done = self.poll(now);
-        match &mut self.open {
-            Some((_, base)) => base.fuse(incident),
-            None => self.open = Some((now + self.window, incident)),
+        match self.open.iter_mut().find(|(k, _, _)| *k == key) {
+            Some((_, _, base)) => base.fuse(incident),
+            None => self.open.push((key, now + self.window, incident)),
         }
         done
     }
 
-    /// When the open window closes.
+    /// Whether a window is open for `key`.
+    pub fn is_open(&self, key: &K) -> bool {
+        self.open.iter().any(|(k, _, _)| k == key)
+    }
+
+    /// When the first open window closes.
     pub fn deadline(&self) -> Option<Instant> {
-        self.open.as_ref().map(|(d, _)| *d)
+        self.open.iter().map(|(_, d, _)| *d).min()
     }
 
-    /// The fused incident if its window has closed at `now`.
-    pub fn poll(&mut self, now: Instant) -> Option<Incident> {
-        match &self.open {
-            Some((deadline, _)) if now >= *deadline => self.open.take().map(|(_, i)| i),
-            _ => None,
+    /// The fused incidents whose windows have closed at `now`, oldest first.
+    pub fn poll(&mut self, now: Instant) -> Vec<Incident> {
+        let mut done = Vec::new();
+        let mut index = 0;
+        while index < self.open.len() {
+            if now >= self.open[index].1 {
+                done.push(self.open.remove(index).2);
+            } else {
+                index += 1;
+            }
         }
+        done
     }
 
-    /// The pending incident, window closed or not (shutdown).
-    pub fn flush(&mut self) -> Option<Incident> {
-        self.open.take().map(|(_, i)| i)
+    /// Closes the window of `key` now (a definitive signal needs no more evidence).
+    pub fn take(&mut self, key: &K) -> Option<Incident> {
+        let index = self.open.iter().position(|(k, _, _)| k == key)?;
+        Some(self.open.remove(index).2)
+    }
+
+    /// Every pending incident, windows closed or not (shutdown).
+    pub fn flush(&mut self) -> Vec<Incident> {
+        self.open.drain(..).map(|(_, _, i)| i).collect()
     }
 }
 
-/// Runs a [`Fuser`] between the detectors' channel and the pipeline's. When every
-/// sender of `input` is gone, the pending incident is flushed and the thread ends.
+/// Runs a [`Fuser`] keyed on the incident's subject between the detectors' channel and
+/// the pipeline's. When every sender of `input` is gone, the pending incidents are
+/// flushed and the thread ends.
 pub fn spawn_fuser(
     config: &FuseConfig,
     input: Receiver<Incident>,
@@ -97,22 +121,15 @@ pub fn spawn_fuser(
                 recv(stop) -> _ => break,
                 recv(input) -> msg => match msg {
                     Ok(incident) => {
-                        if let Some(done) = fuser.push(incident, Instant::now()) {
-                            send(done);
-                        }
+                        let key = incident.subject();
+                        fuser.push(key, incident, Instant::now()).into_iter().for_each(send);
                     }
                     Err(_) => break,
                 },
-                default(timeout) => {
-                    if let Some(done) = fuser.poll(Instant::now()) {
-                        send(done);
-                    }
-                }
+                default(timeout) => fuser.poll(Instant::now()).into_iter().for_each(send),
             }
         }
-        if let Some(done) = fuser.flush() {
-            send(done);
-        }
+        fuser.flush().into_iter().for_each(send);
     })
 }
 
@@ -140,29 +157,55 @@ mod tests {
             signal: Some(11),
             core_dumped: false,
         });
-        assert!(f.push(exit, t0).is_none());
+        let key = ms11_state::IncidentSubject::Client;
+        assert!(f.push(key, exit, t0).is_empty());
         assert!(
             f.push(
+                key,
                 inc("s-2", IncidentKind::WindowGone, DetectorSource::Window),
                 t0 + ms(40)
             )
-            .is_none()
+            .is_empty()
         );
         assert!(
             f.push(
+                key,
                 inc("s-3", IncidentKind::CrashDump, DetectorSource::CrashDump),
                 t0 + ms(900)
             )
-            .is_none()
+            .is_empty()
         );
         assert_eq!(f.deadline(), Some(t0 + ms(1500)), "window is not extended");
-        assert!(f.poll(t0 + ms(1499)).is_none());
-        let fused = f.poll(t0 + ms(1500)).expect("closed");
+        assert!(f.poll(t0 + ms(1499)).is_empty());
+        let fused = f.poll(t0 + ms(1500)).pop().expect("closed");
         assert_eq!(fused.id, "s-1");
         assert_eq!(fused.kind, IncidentKind::CrashDump);
         assert_eq!(fused.evidence.len(), 3);
         assert!(fused.exit.is_some());
-        assert!(f.poll(t0 + ms(5000)).is_none());
+        assert!(f.poll(t0 + ms(5000)).is_empty());
+    }
+
+    #[test]
+    fn signals_about_different_subjects_are_never_merged() {
+        use ms11_state::IncidentSubject::{Bot, Client};
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let mut f = Fuser::new(ms(250));
+        let stall = inc("s-1", IncidentKind::Stall, DetectorSource::Stall);
+        let exit = inc(
+            "s-2",
+            IncidentKind::ProcessExit,
+            DetectorSource::ProcessExit,
+        );
+        assert!(f.push(Bot, stall, t0).is_empty());
+        assert!(f.push(Client, exit, t0 + ms(10)).is_empty());
+        assert!(f.is_open(&Client));
+        let client = f.take(&Client).expect("the exit's own window");
+        assert_eq!(client.kind, IncidentKind::ProcessExit);
+        assert_eq!(client.evidence.len(), 1);
+        let rest = f.poll(t0 + ms(250));
+        assert_eq!(rest.len(), 1);
+        assert_eq!(rest[0].kind, IncidentKind::Stall);
     }
 
     #[test]
@@ -170,22 +213,26 @@ mod tests {
         let t0 = Instant::now();
         let ms = Duration::from_millis;
         let mut f = Fuser::new(ms(1000));
+        let key = ms11_state::IncidentSubject::Client;
         assert!(
             f.push(
+                key,
                 inc("s-1", IncidentKind::Disconnect, DetectorSource::LogPattern),
                 t0
             )
-            .is_none()
+            .is_empty()
         );
         assert!(
             f.push(
+                key,
                 inc("s-2", IncidentKind::Banned, DetectorSource::LogPattern),
                 t0 + ms(999)
             )
-            .is_none()
+            .is_empty()
         );
         let first = f
             .push(
+                key,
                 inc(
                     "s-3",
                     IncidentKind::ProcessExit,
@@ -193,22 +240,24 @@ mod tests {
                 ),
                 t0 + ms(1200),
             )
+            .pop()
             .expect("old window closed");
         assert_eq!(first.id, "s-1");
         assert!(first.terminal);
         assert_eq!(first.kind, IncidentKind::Banned);
         assert_eq!(f.deadline(), Some(t0 + ms(2200)));
-        assert_eq!(f.flush().map(|i| i.id), Some("s-3".to_owned()));
+        assert_eq!(f.flush().pop().map(|i| i.id), Some("s-3".to_owned()));
     }
 
     #[test]
     fn zero_window_passes_incidents_through() {
         let mut f = Fuser::new(Duration::ZERO);
         let out = f.push(
+            ms11_state::IncidentSubject::Bot,
             inc("s-1", IncidentKind::Stall, DetectorSource::Stall),
             Instant::now(),
         );
-        assert_eq!(out.map(|i| i.id), Some("s-1".to_owned()));
+        assert_eq!(out.into_iter().map(|i| i.id).collect::<Vec<_>>(), ["s-1"]);
     }
 
     #[test]

@@ -36,6 +36,12 @@ impl SessionControl for NoSession {
     fn request_relog(&mut self, _: Instant) -> Result<(), String> {
         Err("not here".into())
     }
+    fn run_command(&mut self, _: &[String], _: Instant) -> Result<(), String> {
+        Err("not here".into())
+    }
+    fn restart_bot(&mut self, _: Instant) -> Result<String, String> {
+        Err("not here".into())
+    }
     fn notify_human(&mut self, _: &Notification) {}
     fn wait_for_ack(&mut self, _: Instant, _: &AtomicBool) -> bool {
         false

@@ -248,6 +248,16 @@ impl ManagedChild {
         StopOutcome::Killed
     }
 
+    /// Sends `signal` to the whole process group and returns at once. A supervisor that
+    /// must not block uses this and a timer of its own instead of [`ManagedChild::stop`];
+    /// the exit arrives on the events channel as always.
+    pub fn signal_group(&self, signal: i32) {
+        #[cfg(unix)]
+        unix::signal_group(self.pid, signal);
+        #[cfg(not(unix))]
+        let _ = signal;
+    }
+
     /// SIGKILL to the whole process group (grandchildren included).
     pub fn kill_group(&self) {
         #[cfg(unix)]

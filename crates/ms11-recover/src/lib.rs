@@ -22,10 +22,12 @@ use std::time::Instant;
 use ms11_state::Incident;
 
 pub use clock::{Clock, RealClock};
-pub use notify::{Notification, WebhookFormat, send_webhook};
-pub use pipeline::{Pipeline, PipelineResult};
-pub use settings::{BreakerSettings, ManualSettings, RecoverySettings, StrategySettings};
-pub use strategies::{Manual, Relog, Restart, Restore, builtin};
+pub use notify::{Notification, WebhookFormat, desktop_command, send_webhook};
+pub use pipeline::{Pipeline, PipelineResult, Round};
+pub use settings::{
+    BreakerSettings, ManualSettings, RecoverySettings, RetrySettings, StrategySettings,
+};
+pub use strategies::{Manual, Relog, Restart, RestartBot, Restore, builtin};
 
 /// Whether a strategy is worth trying for an incident.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,7 +79,13 @@ pub trait SessionControl {
     ) -> Result<String, String>;
     /// Asks the bot to log in again and waits for its answer.
     fn request_relog(&mut self, deadline: Instant) -> Result<(), String>;
-    /// Tells a human.
+    /// Runs a command to completion (the configured `relog_command`) and fails when it
+    /// fails or outlives the deadline. The runner starts it like every child.
+    fn run_command(&mut self, argv: &[String], deadline: Instant) -> Result<(), String>;
+    /// Stops the bot in stages, starts it again and waits for its `hello`.
+    fn restart_bot(&mut self, deadline: Instant) -> Result<String, String>;
+    /// Tells a human (log, desktop, webhook). Returns at once: delivery runs in the
+    /// background and never delays the recovery.
     fn notify_human(&mut self, notification: &Notification);
     /// Waits for a human's acknowledgement; `true` when it came.
     fn wait_for_ack(&mut self, deadline: Instant, cancel: &AtomicBool) -> bool;

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use tracing::{info, warn};
+use tracing::warn;
 
 /// What a human is told.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -60,20 +60,19 @@ pub fn send_webhook(url: &str, format: WebhookFormat, n: &Notification) -> Resul
     result.map(|_| ()).map_err(|e| e.to_string())
 }
 
-/// The desktop, when `notify-send` is installed and a session bus is there.
-pub fn desktop(n: &Notification) {
+/// The `notify-send` command line that shows `n` on the desktop, when there is a desktop
+/// session to show it on. The runner starts it like any other child (through
+/// `ms11-process`), never from a strategy.
+pub fn desktop_command(n: &Notification) -> Option<Vec<String>> {
     if std::env::var_os("DISPLAY").is_none() && std::env::var_os("WAYLAND_DISPLAY").is_none() {
-        return;
+        return None;
     }
-    match std::process::Command::new("notify-send")
-        .args(["--urgency=critical", &n.title, &n.message])
-        .status()
-    {
-        Ok(status) if status.success() => {
-            info!(incident = %n.incident, "desktop notification shown")
-        }
-        Ok(_) | Err(_) => {}
-    }
+    Some(vec![
+        "notify-send".to_owned(),
+        "--urgency=critical".to_owned(),
+        n.title.clone(),
+        n.message.clone(),
+    ])
 }
 
 /// Logs the notification at warn level (always).

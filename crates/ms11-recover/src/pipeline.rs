@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use ms11_state::{
     Attempt, AttemptOutcome, Incident, RecoveryPolicyState, Resolution, ResolutionStatus,
-    StrategyPolicyState,
+    StormState, StrategyPolicyState,
 };
 use rand::{Rng, SeedableRng};
 use tracing::{info, warn};
@@ -23,6 +23,19 @@ pub struct PipelineResult {
     pub status: ResolutionStatus,
     /// The strategy that recovered the session, if one did.
     pub strategy: Option<String>,
+}
+
+/// Which kind of pass over the pipeline this is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Round {
+    /// The first pass for a new incident: it counts for the breaker and the storm, and
+    /// each strategy gets its attempts within its budget.
+    First,
+    /// A scheduled retry of an incident no strategy recovered. The retry schedule's
+    /// capped backoff paces it, so budgets, the breaker and strategy backoff do not
+    /// apply; each automatic strategy gets one attempt; `manual` runs only when no
+    /// person was told about this storm yet.
+    Retry,
 }
 
 /// Strategies in order with their retry policies.
@@ -78,9 +91,29 @@ impl Pipeline {
         session: &mut dyn SessionControl,
         cancel: &AtomicBool,
     ) -> PipelineResult {
+        self.run_round(incident, policy, session, cancel, Round::First)
+    }
+
+    /// Runs one pass of the pipeline for `incident` (see [`Round`]).
+    pub fn run_round(
+        &mut self,
+        incident: &mut Incident,
+        policy: &mut RecoveryPolicyState,
+        session: &mut dyn SessionControl,
+        cancel: &AtomicBool,
+        round: Round,
+    ) -> PipelineResult {
         let started = self.clock.now();
         let now_unix = self.clock.unix();
-        let breaker_tripped = self.count_for_breaker(policy, now_unix);
+        let breaker_tripped = round == Round::First && self.count_for_breaker(policy, now_unix);
+        if round == Round::First {
+            let storm = policy.storm.get_or_insert_with(|| StormState {
+                since: incident.detected_at(),
+                incidents: 0,
+                person_told: false,
+            });
+            storm.incidents = storm.incidents.saturating_add(1);
+        }
         if breaker_tripped {
             policy.breaker.tripped_at = Some(now_unix);
             warn!(event = "breaker", incident = %incident.id, max = self.breaker.max_incidents, window_s = self.breaker.window_secs, "crash loop: too many incidents; going straight to manual");
@@ -105,8 +138,27 @@ impl Pipeline {
                 self.skip(incident, &name, &why);
                 continue;
             }
-            tried_manual |= name == "manual";
-            match self.run_strategy(index, incident, policy, session, cancel) {
+            if name == "manual"
+                && !incident.terminal
+                && let Some(storm) = policy.storm.as_ref().filter(|s| s.person_told)
+            {
+                {
+                    let why = format!(
+                        "a person was already told about this run of failures ({} incident(s) since {:.0}); automatic retries go on, and `ack` resets them",
+                        storm.incidents, storm.since
+                    );
+                    self.skip(incident, &name, &why);
+                    tried_manual = true;
+                    continue;
+                }
+            }
+            if name == "manual" {
+                tried_manual = true;
+                if let Some(storm) = policy.storm.as_mut() {
+                    storm.person_told = true;
+                }
+            }
+            match self.run_strategy(index, incident, policy, session, cancel, round) {
                 Some(Outcome::Recovered) => {
                     let ms = u64::try_from(self.clock.now().duration_since(started).as_millis())
                         .unwrap_or(u64::MAX);
@@ -119,6 +171,7 @@ impl Pipeline {
                         note: None,
                     });
                     info!(event = "recovered", incident = %incident.id, strategy = %name, ms, "session recovered");
+                    policy.storm = None;
                     return PipelineResult {
                         status,
                         strategy: Some(name),
@@ -170,8 +223,9 @@ impl Pipeline {
         let manual = self.steps.iter().position(|(s, _)| s.name() == "manual");
         if let Some(index) = manual.filter(|&i| i != after)
             && let Some(Outcome::Recovered) =
-                self.run_strategy(index, incident, policy, session, cancel)
+                self.run_strategy(index, incident, policy, session, cancel, Round::First)
         {
+            policy.storm = None;
             {
                 let ms = u64::try_from(self.clock.now().duration_since(started).as_millis())
                     .unwrap_or(u64::MAX);
@@ -229,17 +283,26 @@ impl Pipeline {
         policy: &mut RecoveryPolicyState,
         session: &mut dyn SessionControl,
         cancel: &AtomicBool,
+        round: Round,
     ) -> Option<Outcome> {
         let name = self.steps[index].0.name().to_owned();
         let settings = self.steps[index].1.clone();
+        // A person is never left untold because a budget ran out, and a retry round is
+        // paced by the retry schedule: neither counts against a budget or backs off.
+        let paced = name != "manual" && round == Round::First;
+        let attempts = if round == Round::Retry {
+            1
+        } else {
+            settings.attempts.max(1)
+        };
         let mut last = None;
-        for attempt in 1..=settings.attempts.max(1) {
+        for attempt in 1..=attempts {
             let now_unix = self.clock.unix();
             let state = policy.strategies.entry(name.clone()).or_default();
             state
                 .recent_attempts
                 .retain(|t| now_unix - t < settings.budget_window_secs);
-            if state.recent_attempts.len() >= settings.budget as usize {
+            if paced && state.recent_attempts.len() >= settings.budget as usize {
                 let why = format!(
                     "budget spent: {} tries within {} s; escalating",
                     state.recent_attempts.len(),
@@ -248,7 +311,7 @@ impl Pipeline {
                 self.skip(incident, &name, &why);
                 return last;
             }
-            if let Some(not_before) = state.not_before {
+            if let Some(not_before) = state.not_before.filter(|_| paced) {
                 let wait =
                     (not_before - now_unix).clamp(0.0, settings.backoff_cap_ms as f64 / 1000.0);
                 if wait > 0.0 {

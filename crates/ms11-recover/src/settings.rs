@@ -20,6 +20,14 @@ pub struct RecoverySettings {
     /// Retry policy of `restore` (roll the game fields back to an older good
     /// generation, then restart).
     pub restore: StrategySettings,
+    /// Retry policy of `restart-bot` (the bot's own pipeline: stop the bot, start it,
+    /// wait for its `hello`, resume it from the saved state).
+    #[serde(rename = "restart-bot")]
+    pub restart_bot: StrategySettings,
+    /// When no strategy brought the session back: how often the pipeline is tried
+    /// again. The session is never left down for good; only a terminal incident or a
+    /// person stops the retries.
+    pub retry: RetrySettings,
     /// `relog` runs this command (exit status 0 = logged in) instead of asking the bot.
     pub relog_command: Option<Vec<String>>,
     /// How `manual` reaches a human.
@@ -40,6 +48,14 @@ impl Default for RecoverySettings {
                 ..StrategySettings::default()
             },
             restore: StrategySettings::default(),
+            restart_bot: StrategySettings {
+                attempts: 3,
+                timeout_secs: 30.0,
+                backoff_base_ms: 250,
+                backoff_cap_ms: 30_000,
+                ..StrategySettings::default()
+            },
+            retry: RetrySettings::default(),
             relog_command: None,
             notify: ManualSettings::default(),
             restore_generation: None,
@@ -55,8 +71,38 @@ impl RecoverySettings {
             "relog" => self.relog.clone(),
             "manual" => self.manual.clone(),
             "restore" => self.restore.clone(),
+            "restart-bot" => self.restart_bot.clone(),
             _ => StrategySettings::default(),
         }
+    }
+}
+
+/// Retries after an unrecovered incident: the delay doubles per round up to the cap
+/// (with jitter), and is persisted, so a runner restart does not retry at once.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetrySettings {
+    /// The first retry comes this many seconds after the pipeline gave up.
+    pub base_secs: f64,
+    /// Retries never come further apart than this many seconds.
+    pub cap_secs: f64,
+}
+
+impl Default for RetrySettings {
+    fn default() -> Self {
+        RetrySettings {
+            base_secs: 30.0,
+            cap_secs: 300.0,
+        }
+    }
+}
+
+impl RetrySettings {
+    /// The delay before retry round `round` (0-based), without jitter.
+    pub fn delay(&self, round: u32) -> std::time::Duration {
+        let base = self.base_secs.max(0.01);
+        let full = (base * 2f64.powi(round.min(30) as i32)).min(self.cap_secs.max(base));
+        std::time::Duration::from_secs_f64(full)
     }
 }
 

@@ -1,8 +1,5 @@
 //! The built-in strategies, in the seed's order: restart, relog, manual, restore.
 
-use std::process::{Command, Stdio};
-use std::time::Instant;
-
 use ms11_state::{Incident, IncidentKind};
 use tracing::info;
 
@@ -25,9 +22,8 @@ pub fn builtin(name: &str, settings: &RecoverySettings) -> Option<Box<dyn Strate
         "relog" => Box::new(Relog {
             command: settings.relog_command.clone(),
         }),
-        "manual" => Box::new(Manual {
-            settings: settings.notify.clone(),
-        }),
+        "manual" => Box::new(Manual::default()),
+        "restart-bot" => Box::new(RestartBot),
         "restore" => Box::new(Restore {
             generation: settings.restore_generation,
         }),
@@ -97,7 +93,10 @@ impl Strategy for Relog {
 
     fn recover(&mut self, _incident: &Incident, ctx: &mut RecoveryCtx<'_>) -> Outcome {
         match &self.command {
-            Some(argv) => run_command(argv, ctx.deadline),
+            Some(argv) => match ctx.session.run_command(argv, ctx.deadline) {
+                Ok(()) => Outcome::Recovered,
+                Err(e) => Outcome::Failed(format!("relog command failed: {e}")),
+            },
             None => match ctx.session.request_relog(ctx.deadline) {
                 Ok(()) => Outcome::Recovered,
                 Err(e) => Outcome::Failed(format!("relog failed: {e}")),
@@ -106,38 +105,12 @@ impl Strategy for Relog {
     }
 }
 
-fn run_command(argv: &[String], deadline: Instant) -> Outcome {
-    let Some((program, args)) = argv.split_first() else {
-        return Outcome::Failed("relog_command is empty".into());
-    };
-    let mut child = match Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .spawn()
-    {
-        Ok(c) => c,
-        Err(e) => return Outcome::Failed(format!("cannot run `{program}`: {e}")),
-    };
-    loop {
-        match child.try_wait() {
-            Ok(Some(status)) if status.success() => return Outcome::Recovered,
-            Ok(Some(status)) => return Outcome::Failed(format!("`{program}` {status}")),
-            Ok(None) if Instant::now() >= deadline => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Outcome::Failed(format!("`{program}` did not finish before the deadline"));
-            }
-            Ok(None) => std::thread::sleep(std::time::Duration::from_millis(20)),
-            Err(e) => return Outcome::Failed(format!("waiting for `{program}`: {e}")),
-        }
-    }
-}
-
-/// Tells a human and waits for an acknowledgement.
+/// Tells a human and waits for an acknowledgement. Where the notification goes (log,
+/// desktop, webhook) is the runner's business: it delivers in the background. Further
+/// attempts for the same incident wait again without telling the person again.
 #[derive(Debug, Default)]
 pub struct Manual {
-    /// Where to notify.
-    pub settings: crate::settings::ManualSettings,
+    told_about: Option<String>,
 }
 
 impl Strategy for Manual {
@@ -170,21 +143,44 @@ impl Strategy for Manual {
                 incident.id
             ),
         };
-        crate::notify::log(&notification);
-        if self.settings.desktop_notify {
-            crate::notify::desktop(&notification);
+        if self.told_about.as_deref() != Some(incident.id.as_str()) {
+            crate::notify::log(&notification);
+            ctx.session.notify_human(&notification);
+            self.told_about = Some(incident.id.clone());
         }
-        if let Some(url) = &self.settings.webhook_url
-            && let Err(e) =
-                crate::notify::send_webhook(url, self.settings.webhook_format, &notification)
-        {
-            tracing::warn!(error = %e, "webhook notification failed");
-        }
-        ctx.session.notify_human(&notification);
         if ctx.session.wait_for_ack(ctx.deadline, ctx.cancel) {
             Outcome::Recovered
         } else {
             Outcome::Failed("no acknowledgement before the timeout".into())
+        }
+    }
+}
+
+/// Restarts the bot: a staged stop, a new bot, and its `hello` (the runner then resumes
+/// it from the saved state, so an in-flight task runs once more and nothing done runs
+/// again).
+#[derive(Debug, Default)]
+pub struct RestartBot;
+
+impl Strategy for RestartBot {
+    fn name(&self) -> &str {
+        "restart-bot"
+    }
+
+    fn applies_to(&self, incident: &Incident, _session: &dyn SessionControl) -> Applicability {
+        if incident.terminal {
+            return Applicability::Skip(format!(
+                "{} is not fixed by restarting the bot",
+                incident.kind
+            ));
+        }
+        Applicability::Applies
+    }
+
+    fn recover(&mut self, _incident: &Incident, ctx: &mut RecoveryCtx<'_>) -> Outcome {
+        match ctx.session.restart_bot(ctx.deadline) {
+            Ok(_) => Outcome::Recovered,
+            Err(e) => Outcome::Failed(format!("bot not back: {e}")),
         }
     }
 }

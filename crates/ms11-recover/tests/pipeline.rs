@@ -71,6 +71,14 @@ impl SessionControl for Script {
         self.calls.push("relog".into());
         self.relog.pop_front().unwrap_or(Ok(()))
     }
+    fn run_command(&mut self, argv: &[String], _d: Instant) -> Result<(), String> {
+        self.calls.push(format!("run {}", argv.join(" ")));
+        Ok(())
+    }
+    fn restart_bot(&mut self, _d: Instant) -> Result<String, String> {
+        self.calls.push("restart_bot".into());
+        Ok("hello".into())
+    }
     fn notify_human(&mut self, n: &Notification) {
         self.calls.push(format!("notify {}", n.incident));
     }
@@ -290,5 +298,172 @@ fn budgets_survive_a_new_pipeline_so_a_runner_restart_is_no_retry_storm() {
     assert!(
         inc.attempts.iter().any(|a| a.strategy == "restart"
             && a.reason.as_deref().is_some_and(|r| r.contains("budget")))
+    );
+}
+
+#[test]
+fn a_person_is_told_once_per_storm_and_never_skipped_for_budget() {
+    let clock = Arc::new(FakeClock::default());
+    let mut settings = RecoverySettings::default();
+    settings.restart.budget = 1;
+    settings.manual.budget = 0; // even a zero budget never silences the person
+    let mut session = Script {
+        ready: (0..8).map(|_| Err("quits at login".into())).collect(),
+        ..Script::default()
+    };
+    let mut policy = RecoveryPolicyState::default();
+    let mut first = incident(IncidentKind::ProcessExit);
+    let result = pipeline(&settings, &clock).run(
+        &mut first,
+        &mut policy,
+        &mut session,
+        &AtomicBool::new(false),
+    );
+    assert_eq!(result.status, ResolutionStatus::Escalated);
+    assert!(
+        session.calls.contains(&"notify main-1".to_owned()),
+        "{:?}",
+        session.calls
+    );
+    assert!(
+        policy
+            .storm
+            .as_ref()
+            .is_some_and(|s| s.person_told && s.incidents == 1)
+    );
+
+    // The second failure of the same storm: restart's budget is spent, and the person
+    // was told already: nobody is told again, and the result is still "escalated".
+    session.calls.clear();
+    let mut second = incident(IncidentKind::ProcessExit);
+    second.id = "main-2".into();
+    let result = pipeline(&settings, &clock).run(
+        &mut second,
+        &mut policy,
+        &mut session,
+        &AtomicBool::new(false),
+    );
+    assert_eq!(result.status, ResolutionStatus::Escalated);
+    assert!(
+        !session.calls.iter().any(|c| c.starts_with("notify")),
+        "{:?}",
+        session.calls
+    );
+    let manual = second
+        .attempts
+        .iter()
+        .find(|a| a.strategy == "manual")
+        .unwrap();
+    assert_eq!(manual.outcome, AttemptOutcome::Skipped);
+    assert!(manual.reason.as_deref().unwrap().contains("already told"));
+    assert_eq!(policy.storm.as_ref().map(|s| s.incidents), Some(2));
+}
+
+#[test]
+fn a_retry_round_ignores_spent_budgets_and_backoff_and_a_recovery_ends_the_storm() {
+    let clock = Arc::new(FakeClock::default());
+    let mut settings = RecoverySettings::default();
+    settings.restart.budget = 1;
+    let mut session = Script {
+        ready: (0..5).map(|_| Err("down".into())).collect(),
+        ..Script::default()
+    };
+    let mut policy = RecoveryPolicyState::default();
+    let mut inc = incident(IncidentKind::ProcessExit);
+    let cancel = AtomicBool::new(false);
+    let _ = pipeline(&settings, &clock).run(&mut inc, &mut policy, &mut session, &cancel);
+    let restarts = |i: &Incident| {
+        i.attempts
+            .iter()
+            .filter(|a| a.strategy == "restart" && a.outcome != AttemptOutcome::Skipped)
+            .count()
+    };
+    assert_eq!(restarts(&inc), 1, "budget 1: one try in the first round");
+
+    session.calls.clear();
+    let sleeps_before = clock.sleeps.lock().unwrap().len();
+    let result = pipeline(&settings, &clock).run_round(
+        &mut inc,
+        &mut policy,
+        &mut session,
+        &cancel,
+        ms11_recover::Round::Retry,
+    );
+    assert_eq!(restarts(&inc), 2, "one try per retry round, budget or not");
+    assert_eq!(
+        clock.sleeps.lock().unwrap().len(),
+        sleeps_before,
+        "no backoff sleep"
+    );
+    assert_eq!(
+        result.status,
+        ResolutionStatus::Escalated,
+        "{:?}",
+        session.calls
+    );
+
+    session.calls.clear();
+    let result = pipeline(&settings, &clock).run_round(
+        &mut inc,
+        &mut policy,
+        &mut session,
+        &cancel,
+        ms11_recover::Round::Retry,
+    );
+    assert_eq!(result.status, ResolutionStatus::Recovered);
+    assert_eq!(policy.storm, None, "a recovery ends the storm");
+    assert_eq!(
+        policy.breaker.recent_incidents.len(),
+        1,
+        "retries are not new incidents"
+    );
+}
+
+#[test]
+fn restart_bot_is_a_strategy_like_any_other() {
+    let clock = Arc::new(FakeClock::default());
+    let settings = RecoverySettings::default();
+    let strategies = ["restart-bot", "manual"]
+        .iter()
+        .filter_map(|n| builtin(n, &settings))
+        .collect();
+    let mut p = Pipeline::new(strategies, &settings, Arc::clone(&clock) as Arc<dyn Clock>);
+    let mut session = Script::default();
+    let mut inc = Incident::new(
+        "main-3",
+        IncidentKind::Stall,
+        DetectorSource::Stall,
+        "quiet",
+        1.0,
+    );
+    let mut policy = RecoveryPolicyState::default();
+    let result = p.run(&mut inc, &mut policy, &mut session, &AtomicBool::new(false));
+    assert_eq!(result.strategy.as_deref(), Some("restart-bot"));
+    assert_eq!(session.calls, ["restart_bot"]);
+    assert_eq!(policy.strategies["restart-bot"].total_successes, 1);
+
+    let mut mismatch = Incident::new(
+        "main-4",
+        IncidentKind::ProtocolMismatch,
+        DetectorSource::Agent,
+        "protocol 2",
+        2.0,
+    );
+    assert!(
+        mismatch.terminal,
+        "a protocol mismatch is terminal for the bot"
+    );
+    session.calls.clear();
+    let result = p.run(
+        &mut mismatch,
+        &mut policy,
+        &mut session,
+        &AtomicBool::new(false),
+    );
+    assert_eq!(result.status, ResolutionStatus::Terminal);
+    assert_eq!(
+        session.calls,
+        ["notify main-4", "wait_ack"],
+        "no restart storm"
     );
 }

@@ -31,6 +31,13 @@ pub struct ScenarioOptions {
     pub pipeline: Vec<String>,
     /// TOML appended to the configuration (e.g. a `[plugins]` table).
     pub extra_toml: String,
+    /// More arguments for `sim-client` (e.g. `--ignore-term`).
+    pub client_args: Vec<String>,
+    /// More arguments for `sim-bot` (e.g. `--protocol 2`).
+    pub bot_args: Vec<String>,
+    /// Runs this program as the client instead of `sim-client` (with the same
+    /// arguments), e.g. a wrapper script that cannot be executed yet.
+    pub client_program: Option<PathBuf>,
 }
 
 impl Default for ScenarioOptions {
@@ -50,6 +57,9 @@ impl Default for ScenarioOptions {
                 .map(String::from)
                 .to_vec(),
             extra_toml: String::new(),
+            client_args: Vec::new(),
+            bot_args: Vec::new(),
+            client_program: None,
         }
     }
 }
@@ -135,12 +145,12 @@ client_log = {log}
 pipeline = {pipeline:?}
 
 [session.client]
-command = [{client}, "--log", {log}, "--control-dir", {cc}, "--dump-dir", {dumps}, "--window", "{window}", "--seed", "{seed}", "--startup-ms", "300"]
+command = [{client}, "--log", {log}, "--control-dir", {cc}, "--dump-dir", {dumps}, "--window", "{window}", "--seed", "{seed}", "--startup-ms", "300"{client_args}]
 cwd = {dumps}
 stop_grace_secs = 2
 
 [session.bot]
-command = [{bot}, "--ledger", {ledger}, "--client-control-dir", {cc}, "--client-log", {log}, "--control-dir", {bc}, "--total-tasks", "{total}", "--task-ms", "{task_ms}", "--heartbeat-ms", "300", "--seed", "{seed}"]
+command = [{bot}, "--ledger", {ledger}, "--client-control-dir", {cc}, "--client-log", {log}, "--control-dir", {bc}, "--total-tasks", "{total}", "--task-ms", "{task_ms}", "--heartbeat-ms", "300", "--seed", "{seed}"{bot_args}]
 
 [session.ready]
 kind = "log_line"
@@ -172,7 +182,12 @@ desktop_notify = false
             save_interval = o.save_interval,
             state = q(self.state_file()),
             log = q(self.root.join("client.log")),
-            client = q(self.bin_dir.join("sim-client")),
+            client = q(o
+                .client_program
+                .clone()
+                .unwrap_or_else(|| self.bin_dir.join("sim-client"))),
+            client_args = extra_args(&o.client_args),
+            bot_args = extra_args(&o.bot_args),
             bot = q(self.bin_dir.join("sim-bot")),
             cc = q(self.client_control()),
             bc = q(self.bot_control()),
@@ -191,4 +206,9 @@ desktop_notify = false
             extra = o.extra_toml,
         )
     }
+}
+
+/// `, "a", "b"` for appending arguments to a TOML array.
+fn extra_args(args: &[String]) -> String {
+    args.iter().map(|a| format!(", {a:?}")).collect()
 }

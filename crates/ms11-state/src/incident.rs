@@ -61,6 +61,12 @@ pub enum IncidentKind {
     Operator,
     /// The newest saved state was damaged; an older generation was loaded.
     StateDamaged,
+    /// A process could not be started at all (missing program, no permission).
+    StartFailed,
+    /// The bot speaks a protocol version the runner does not. Terminal for the bot.
+    ProtocolMismatch,
+    /// The runner's own session loop panicked; the session was reopened from disk.
+    InternalError,
     /// Anything else, including kinds written by a newer version.
     #[serde(other)]
     Other,
@@ -68,7 +74,7 @@ pub enum IncidentKind {
 
 impl IncidentKind {
     /// Every kind, in declaration order (for help texts and config validation).
-    pub const ALL: [IncidentKind; 19] = [
+    pub const ALL: [IncidentKind; 22] = [
         Self::ProcessExit,
         Self::Crash,
         Self::Disconnect,
@@ -87,6 +93,9 @@ impl IncidentKind {
         Self::DuplicateInstance,
         Self::Operator,
         Self::StateDamaged,
+        Self::StartFailed,
+        Self::ProtocolMismatch,
+        Self::InternalError,
         Self::Other,
     ];
 
@@ -111,6 +120,9 @@ impl IncidentKind {
             Self::DuplicateInstance => "duplicate_instance",
             Self::Operator => "operator",
             Self::StateDamaged => "state_damaged",
+            Self::StartFailed => "start_failed",
+            Self::ProtocolMismatch => "protocol_mismatch",
+            Self::InternalError => "internal_error",
             Self::Other => "other",
         }
     }
@@ -119,8 +131,55 @@ impl IncidentKind {
     pub fn is_terminal_by_default(self) -> bool {
         matches!(
             self,
-            Self::Banned | Self::LoginFailed | Self::VersionMismatch
+            Self::Banned | Self::LoginFailed | Self::VersionMismatch | Self::ProtocolMismatch
         )
+    }
+
+    /// What an incident of this kind is about when nothing else says so (incidents
+    /// saved before subjects existed load with this).
+    pub fn default_subject(self) -> IncidentSubject {
+        match self {
+            Self::Stall | Self::ProtocolMismatch => IncidentSubject::Bot,
+            Self::StateDamaged | Self::InternalError => IncidentSubject::State,
+            Self::Operator => IncidentSubject::Operator,
+            _ => IncidentSubject::Client,
+        }
+    }
+}
+
+/// What an incident is about: the part of the session that failed. Fusion merges only
+/// signals about the same subject, and each subject has its own recovery pipeline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IncidentSubject {
+    /// The game client process, its window, its log, its connection.
+    Client,
+    /// The bot process and its protocol link.
+    Bot,
+    /// The saved state or the runner's own loop.
+    State,
+    /// The network or the game server, seen from outside the client.
+    Network,
+    /// An operator's command.
+    Operator,
+}
+
+impl IncidentSubject {
+    /// The snake_case name used in JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Client => "client",
+            Self::Bot => "bot",
+            Self::State => "state",
+            Self::Network => "network",
+            Self::Operator => "operator",
+        }
+    }
+}
+
+impl fmt::Display for IncidentSubject {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -389,6 +448,10 @@ pub struct Incident {
     pub session: String,
     /// What happened.
     pub kind: IncidentKind,
+    /// What it is about. Files written before subjects existed omit it; it is then
+    /// derived from the kind ([`IncidentKind::default_subject`]) when loading.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<IncidentSubject>,
     /// Who saw it first.
     pub source: DetectorSource,
     /// How bad it is.
@@ -441,6 +504,7 @@ impl Incident {
             id: id.into(),
             session: String::new(),
             kind,
+            subject: Some(kind.default_subject()),
             source,
             severity: if kind.is_terminal_by_default() {
                 Severity::Critical
@@ -461,6 +525,17 @@ impl Incident {
             resolution: None,
             output_tail: Vec::new(),
         }
+    }
+
+    /// What it is about (its recorded subject, else the one its kind implies).
+    pub fn subject(&self) -> IncidentSubject {
+        self.subject.unwrap_or_else(|| self.kind.default_subject())
+    }
+
+    /// Sets what it is about.
+    pub fn with_subject(mut self, subject: IncidentSubject) -> Self {
+        self.subject = Some(subject);
+        self
     }
 
     /// Detection time (unix seconds).
@@ -533,7 +608,9 @@ fn specificity(kind: IncidentKind) -> u8 {
         IncidentKind::NotResponding | IncidentKind::Stall => 4,
         IncidentKind::ProcessExit => 3,
         IncidentKind::WindowGone => 2,
-        IncidentKind::Operator | IncidentKind::StateDamaged => 1,
+        IncidentKind::ProtocolMismatch => 9,
+        IncidentKind::StartFailed => 5,
+        IncidentKind::Operator | IncidentKind::StateDamaged | IncidentKind::InternalError => 1,
         IncidentKind::Other => 0,
     }
 }

@@ -21,11 +21,12 @@ mod validate;
 
 pub use incident::{
     Attempt, AttemptOutcome, CrashInfo, DetectorSource, Evidence, ExitInfo, Incident, IncidentKind,
-    Resolution, ResolutionStatus, Severity,
+    IncidentSubject, Resolution, ResolutionStatus, Severity,
 };
 pub use migrate::{CURRENT_SCHEMA_VERSION, Migration};
 pub use runtime::{
-    BreakerState, ChildRecord, LogCursor, RecoveryPolicyState, RuntimeState, StrategyPolicyState,
+    BreakerState, ChildRecord, LogCursor, RecoveryPolicyState, RetryState, RuntimeState,
+    StormState, StrategyPolicyState,
 };
 pub use session::{LoadedState, MAX_CRASH_HISTORY, PatchError, SessionState, StateError};
 pub use tasks::{CompleteOutcome, StartOutcome, Task, TaskError, TaskState};

@@ -18,6 +18,10 @@ pub struct RuntimeState {
     /// Retry, backoff and crash-loop counters of the recovery pipeline.
     #[serde(default)]
     pub recovery: RecoveryPolicyState,
+    /// The bot's recovery counters (`restart-bot`), kept apart from the client's so a
+    /// crashing bot does not trip the client's breaker.
+    #[serde(default, skip_serializing_if = "RecoveryPolicyState::is_empty")]
+    pub bot_recovery: RecoveryPolicyState,
     /// The bot's `seq` of the last `task_done` the runner acknowledged.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_ack_seq: Option<u64>,
@@ -67,9 +71,24 @@ pub struct RecoveryPolicyState {
     /// The crash-loop breaker.
     #[serde(default)]
     pub breaker: BreakerState,
+    /// The storm under way: failures since the last recovery, and whether a person was
+    /// told about it (a person is told once per storm, not once per failure).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storm: Option<StormState>,
+    /// The scheduled retry of an incident that no strategy recovered: the session is
+    /// never left down for good.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<RetryState>,
     /// Fields written by a newer version; kept as they are.
     #[serde(flatten)]
     pub extra: BTreeMap<String, serde_json::Value>,
+}
+
+impl RecoveryPolicyState {
+    /// Nothing recorded yet.
+    pub fn is_empty(&self) -> bool {
+        *self == RecoveryPolicyState::default()
+    }
 }
 
 /// One strategy's retry budget and backoff.
@@ -93,6 +112,31 @@ pub struct StrategyPolicyState {
     /// The last backoff delay chosen, in milliseconds.
     #[serde(default)]
     pub last_backoff_ms: u64,
+}
+
+/// A run of failures without a recovery in between.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct StormState {
+    /// When its first incident was detected (unix seconds).
+    pub since: f64,
+    /// Incidents in it so far.
+    #[serde(default)]
+    pub incidents: u32,
+    /// A person was told about it.
+    #[serde(default)]
+    pub person_told: bool,
+}
+
+/// The next automatic retry of an unrecovered incident.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct RetryState {
+    /// The incident retried.
+    pub incident: String,
+    /// Retry rounds made so far (the delay doubles with each, up to the cap).
+    #[serde(default)]
+    pub rounds: u32,
+    /// When the next round starts (unix seconds).
+    pub next_at: f64,
 }
 
 /// The crash-loop breaker: too many incidents in a window go straight to a human.

@@ -2,27 +2,30 @@
 //! previous runner, starts one supervisor thread per session and the control socket,
 //! and on SIGTERM/SIGINT stops them all after a final save.
 
-mod client;
-mod recovery;
-mod session;
+mod settings;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use crossbeam_channel::{Sender, bounded, select};
+use crossbeam_channel::{Receiver, Sender, bounded, select};
 use ms11_config::{Config, ContinuePrevious, LoadedConfig, SessionConfig, StateBackend};
 use ms11_persist::{Backend, PersistError, StateStore};
 use ms11_state::SessionState;
+use ms11_supervisor::{
+    ProcessSpawner, SessionCommand, SessionEnd, SessionLoop, SupervisedEnd, supervise_session,
+};
 use serde_json::json;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::cli::GlobalArgs;
 use crate::control::{ControlRequest, ControlResponse, ControlServer};
 use crate::exit_code::{ExitCode, Failure};
 use crate::prompt::{self, ContinueDecision, ContinuePolicy};
-pub use session::{ControlMessage, SessionEnd, SessionSupervisor};
+
+/// A second panic of a session loop within this window stops the runner.
+const PANIC_WINDOW: Duration = Duration::from_secs(600);
 
 /// Runs every selected session until a termination signal.
 pub fn run(loaded: &LoadedConfig, global: &GlobalArgs) -> Result<ExitCode> {
@@ -59,30 +62,48 @@ pub fn run(loaded: &LoadedConfig, global: &GlobalArgs) -> Result<ExitCode> {
     for (index, session) in sessions {
         let path = config.state_file_of(index, &session);
         let (state, store) = open_session(config, &session, &path, global)?;
-        prepared.push((session, state, store));
+        prepared.push((index, session, state, store));
     }
-    let mut routes: BTreeMap<String, Sender<ControlMessage>> = BTreeMap::new();
+    let mut routes: BTreeMap<String, Sender<SessionCommand>> = BTreeMap::new();
     let mut threads = Vec::new();
     let mut stops = Vec::new();
     // Unbounded: after a signal nobody receives, and a session ending then must not block.
     let (ended_tx, ended_rx) = crossbeam_channel::unbounded::<()>();
-    for (session, state, store) in prepared {
+    for (index, session, state, store) in prepared {
         let (stop_tx, stop_rx) = bounded(1);
-        let (control_tx, control_rx) = bounded(16);
-        routes.insert(session.name.clone(), control_tx);
+        let (command_tx, command_rx) = bounded(64);
+        routes.insert(session.name.clone(), command_tx);
         stops.push(stop_tx);
-        let supervisor = SessionSupervisor::new(
-            config,
-            session.clone(),
-            state,
-            store,
-            plugin_strategies.clone(),
-        );
+        let session_settings = settings::session_settings(config, &session, &plugin_strategies);
+        let path = config.state_file_of(index, &session);
+        let backend = backend_of(config);
+        let keep = config.keep_generations;
         let ended = ended_tx.clone();
+        let mut first = Some((state, store));
+        let name = session.name.clone();
         let thread = std::thread::Builder::new()
-            .name(format!("session-{}", session.name))
+            .name(format!("session-{name}"))
             .spawn(move || {
-                let end = supervisor.run(stop_rx, control_rx);
+                let open = |panic: Option<&str>| -> Result<SessionLoop, String> {
+                    let (state, store) = match (first.take(), panic) {
+                        (Some(opened), _) => opened,
+                        (None, panic) => reopen_after_panic(
+                            &name,
+                            &path,
+                            backend,
+                            keep,
+                            panic.unwrap_or("unknown"),
+                        )?,
+                    };
+                    Ok(SessionLoop::new(
+                        session_settings.clone(),
+                        state,
+                        store,
+                        Arc::new(ms11_recover::RealClock),
+                        Box::new(ProcessSpawner),
+                    ))
+                };
+                let end = supervise_session(open, &stop_rx, &command_rx, PANIC_WINDOW);
                 let _ = ended.send(());
                 end
             })?;
@@ -103,22 +124,22 @@ pub fn run(loaded: &LoadedConfig, global: &GlobalArgs) -> Result<ExitCode> {
     let watchdog = crate::sd_notify::watchdog_interval()
         .filter(|_| notifier.is_some())
         .map_or_else(crossbeam_channel::never, crossbeam_channel::tick);
-    // Blocks until a signal or the end of every session (no polling).
-    let mut running = threads.len();
+    // Blocks until a signal or the end of a session (no polling).
     let why = loop {
         select! {
             recv(watchdog) -> _ => {
-                if let Some(n) = &notifier {
-                    n.send("WATCHDOG=1");
+                // Pinged only while every session loop answers: a stuck or dead loop
+                // lets the service manager's watchdog restart the runner.
+                if every_session_answers(&routes, Duration::from_secs(1)) {
+                    if let Some(n) = &notifier {
+                        n.send("WATCHDOG=1");
+                    }
+                } else {
+                    warn!("a session loop did not answer; the watchdog is not pinged");
                 }
             },
             recv(termination) -> signal => break format!("{signal:?}"),
-            recv(ended_rx) -> _ => {
-                running = running.saturating_sub(1);
-                if running == 0 {
-                    break "every session ended".to_owned();
-                }
-            }
+            recv(ended_rx) -> _ => break "a session ended".to_owned(),
         }
     };
     info!(event = "terminating", reason = %why, "stopping every session");
@@ -130,14 +151,99 @@ pub fn run(loaded: &LoadedConfig, global: &GlobalArgs) -> Result<ExitCode> {
     }
     let mut code = ExitCode::Ok;
     for thread in threads {
-        match thread.join() {
-            Ok(SessionEnd::Terminal) => code = ExitCode::Terminal,
-            Ok(SessionEnd::Stopped) => {}
-            Err(_) => code = ExitCode::Error,
-        }
+        let end = thread.join();
+        code = worse(
+            code,
+            match end {
+                Ok(SupervisedEnd::Ended(SessionEnd::Stopped)) => ExitCode::Ok,
+                Ok(SupervisedEnd::Ended(SessionEnd::Halted(_))) => ExitCode::Terminal,
+                Ok(SupervisedEnd::Ended(SessionEnd::FinalSaveFailed(_))) => ExitCode::Error,
+                Ok(SupervisedEnd::Failed(e)) => {
+                    error!(event = "session_failed", error = %e, "a session failed");
+                    ExitCode::Error
+                }
+                Err(_) => ExitCode::Error,
+            },
+        );
     }
     drop(control);
     Ok(code)
+}
+
+/// The more serious of two session outcomes.
+fn worse(a: ExitCode, b: ExitCode) -> ExitCode {
+    let rank = |c: ExitCode| match c {
+        ExitCode::Ok => 0,
+        ExitCode::Terminal => 1,
+        _ => 2,
+    };
+    if rank(b) > rank(a) { b } else { a }
+}
+
+fn backend_of(config: &Config) -> Backend {
+    match config.state_backend {
+        StateBackend::Atomic => Backend::Atomic,
+        StateBackend::JsonFile => Backend::JsonFile,
+    }
+}
+
+/// Every session answers a ping within `timeout`.
+fn every_session_answers(
+    routes: &BTreeMap<String, Sender<SessionCommand>>,
+    timeout: Duration,
+) -> bool {
+    let replies: Vec<Receiver<()>> = routes
+        .values()
+        .filter_map(|tx| {
+            let (reply_tx, reply_rx) = bounded(1);
+            tx.try_send(SessionCommand::Ping(reply_tx)).ok()?;
+            Some(reply_rx)
+        })
+        .collect();
+    replies.len() == routes.len() && replies.iter().all(|r| r.recv_timeout(timeout).is_ok())
+}
+
+/// Opens a session again after its loop panicked: the newest good state on disk (what
+/// was durable), the panic recorded as an incident, the leftovers killed.
+fn reopen_after_panic(
+    name: &str,
+    path: &std::path::Path,
+    backend: Backend,
+    keep: usize,
+    panic: &str,
+) -> Result<(SessionState, Box<dyn StateStore>), String> {
+    let mut store = ms11_persist::open_store(path, backend, keep).map_err(|e| e.to_string())?;
+    let report = store
+        .load()
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("session `{name}`: no saved state to reopen after a panic"))?;
+    let mut state = report.state;
+    ms11_process::kill_leftovers(&state.runtime.children);
+    let now = crate::unix_now();
+    let id = format!(
+        "{name}-{}",
+        ms11_supervisor::next_incident_number(name, &state)
+    );
+    let mut incident = ms11_state::Incident::new(
+        id,
+        ms11_state::IncidentKind::InternalError,
+        ms11_state::DetectorSource::Other,
+        format!("the session loop panicked: {panic}"),
+        now,
+    )
+    .with_subject(ms11_state::IncidentSubject::State);
+    incident.session = name.to_owned();
+    incident.resolve(ms11_state::Resolution {
+        status: ms11_state::ResolutionStatus::Recovered,
+        strategy: None,
+        at: now,
+        time_to_recover_ms: Some(0),
+        note: Some("the session was reopened from its last saved state".into()),
+    });
+    error!(event = "incident", session = name, incident = %incident.id, kind = "internal_error", message = %incident.crash.error_message, "the session loop panicked; reopening the session from disk");
+    state.record_incident(incident);
+    store.save(&mut state).map_err(|e| e.to_string())?;
+    Ok((state, store))
 }
 
 /// A load that passed over damaged files is a recovery by `restore`: the newest good
@@ -155,7 +261,7 @@ fn record_restore_on_load(
         .collect();
     let id = format!(
         "{session}-{}",
-        session::next_incident_number(session, state)
+        ms11_supervisor::next_incident_number(session, state)
     );
     let mut incident = ms11_state::Incident::new(
         id,
@@ -189,7 +295,7 @@ fn record_restore_on_load(
 }
 
 fn route(
-    routes: &BTreeMap<String, Sender<ControlMessage>>,
+    routes: &BTreeMap<String, Sender<SessionCommand>>,
     request: ControlRequest,
 ) -> ControlResponse {
     let target = match &request {
@@ -207,36 +313,100 @@ fn route(
     let mut messages = Vec::new();
     let mut data = serde_json::Map::new();
     let mut ok = true;
+    let mut acknowledged = false;
     for name in names {
         let Some(tx) = routes.get(name) else { continue };
-        let (reply_tx, reply_rx) = bounded(1);
-        if tx
-            .send(ControlMessage {
-                request: request.clone(),
-                reply: reply_tx,
-            })
-            .is_err()
-        {
-            ok = false;
-            messages.push(format!("session `{name}` has stopped"));
-            continue;
-        }
-        match reply_rx.recv_timeout(Duration::from_secs(20)) {
-            Ok(response) => {
-                ok &= response.ok;
-                messages.push(response.message);
-                data.insert(name.clone(), response.data);
+        match ask(tx, &request) {
+            Some(Ok((message, value))) => {
+                acknowledged |= matches!(request, ControlRequest::Ack { .. });
+                messages.push(message);
+                data.insert(name.clone(), value);
             }
-            Err(_) => {
+            Some(Err(message)) => {
                 ok = false;
-                messages.push(format!("session `{name}` did not answer"));
+                messages.push(message);
+            }
+            None => {
+                ok = false;
+                messages.push(format!("session `{name}` did not answer (stopped?)"));
             }
         }
+    }
+    // `ack` over every session succeeds when one of them took it; the others'
+    // "nothing is waiting" is no news.
+    if acknowledged && !ok {
+        ok = true;
+        messages.retain(|m| m.contains("acknowledged"));
     }
     ControlResponse {
         ok,
         message: messages.join("\n"),
         data: json!(data),
+    }
+}
+
+/// One request to one session loop; `None` when it does not answer in time.
+fn ask(
+    tx: &Sender<SessionCommand>,
+    request: &ControlRequest,
+) -> Option<Result<(String, serde_json::Value), String>> {
+    let timeout = Duration::from_secs(5);
+    match request {
+        ControlRequest::Status => {
+            let (reply, rx) = bounded(1);
+            tx.send_timeout(SessionCommand::Status(reply), timeout)
+                .ok()?;
+            let status = rx.recv_timeout(timeout).ok()?;
+            let value = serde_json::to_value(&status).unwrap_or_default();
+            Some(Ok((status.summary(), value)))
+        }
+        ControlRequest::Save { .. } => {
+            let (reply, rx) = bounded(1);
+            tx.send_timeout(SessionCommand::Save(reply), timeout).ok()?;
+            Some(rx.recv_timeout(timeout).ok()?.map(|generation| {
+                (
+                    format!("saved (generation {generation})"),
+                    json!({"generation": generation}),
+                )
+            }))
+        }
+        ControlRequest::Restart { .. } | ControlRequest::Relog { .. } => {
+            let what = if matches!(request, ControlRequest::Restart { .. }) {
+                "restart"
+            } else {
+                "relog"
+            };
+            let (reply, rx) = bounded(1);
+            let command = if what == "restart" {
+                SessionCommand::Restart(reply)
+            } else {
+                SessionCommand::Relog(reply)
+            };
+            tx.send_timeout(command, timeout).ok()?;
+            Some(rx.recv_timeout(timeout).ok()?.map(|incident| {
+                (
+                    format!("{what} started (incident {incident})"),
+                    json!({"incident": incident}),
+                )
+            }))
+        }
+        ControlRequest::Ack { incident, .. } => {
+            let (reply, rx) = bounded(1);
+            tx.send_timeout(
+                SessionCommand::Ack {
+                    incident: incident.clone(),
+                    reply,
+                },
+                timeout,
+            )
+            .ok()?;
+            Some(rx.recv_timeout(timeout).ok()?.map(|incident| {
+                (
+                    format!("incident {incident} acknowledged"),
+                    json!({"incident": incident}),
+                )
+            }))
+        }
     }
 }
 
@@ -248,11 +418,7 @@ fn open_session(
     path: &std::path::Path,
     global: &GlobalArgs,
 ) -> Result<(SessionState, Box<dyn StateStore>)> {
-    let backend = match config.state_backend {
-        StateBackend::Atomic => Backend::Atomic,
-        StateBackend::JsonFile => Backend::JsonFile,
-    };
-    let mut store = ms11_persist::open_store(path, backend, config.keep_generations)?;
+    let mut store = ms11_persist::open_store(path, backend_of(config), config.keep_generations)?;
     let loaded = match store.load() {
         Ok(loaded) => loaded,
         Err(PersistError::NoValidState { .. }) if global.force => {

@@ -48,6 +48,9 @@ struct Args {
     /// Random seed of the plan.
     #[arg(long, default_value_t = 7)]
     seed: u64,
+    /// The protocol major announced in `hello` (a bot of another version: not 1).
+    #[arg(long, default_value_t = 1)]
+    protocol: u32,
     /// Only check a ledger and print `{"effects","unique","duplicates"}`.
     #[arg(long, value_name = "FILE")]
     check_ledger: Option<PathBuf>,
@@ -120,7 +123,7 @@ fn main() -> Result<()> {
         xp: (1, 0, 1000),
         args,
     };
-    bot.send(&json!({"type": "hello", "protocol": 1, "bot": "sim-bot", "version": env!("CARGO_PKG_VERSION")}));
+    bot.send(&json!({"type": "hello", "protocol": bot.args.protocol, "bot": "sim-bot", "version": env!("CARGO_PKG_VERSION")}));
     let heartbeat = tick(Duration::from_millis(bot.args.heartbeat_ms.max(50)));
     let step = tick(Duration::from_millis(20));
     loop {

@@ -49,6 +49,10 @@ struct Args {
     /// Ignore SIGTERM (a client that must be killed).
     #[arg(long)]
     ignore_term: bool,
+    /// While this file exists the game server is "down": the client quits with exit
+    /// code 1 at login, as the real one does when it cannot reach the login server.
+    #[arg(long, value_name = "FILE")]
+    quit_at_login_while: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -118,6 +122,14 @@ fn main() -> Result<()> {
             }
         }
         if phase == Phase::Starting && started.elapsed() >= Duration::from_millis(args.startup_ms) {
+            if args
+                .quit_at_login_while
+                .as_ref()
+                .is_some_and(|f| f.exists())
+            {
+                log.line("[Network] Unable to connect to the login server. Exiting.");
+                std::process::exit(1);
+            }
             for l in lines::login() {
                 log.line(&l);
             }

@@ -1,0 +1,131 @@
+//! Typed settings of one session. The runner builds them from its configuration; this
+//! crate never reads a file or the command line.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ms11_detect::{CrashDumpConfig, LogPatternConfig, StallConfig, WindowProbeConfig};
+use ms11_process::ProcessSpec;
+use ms11_recover::{RecoverySettings, Strategy};
+
+/// Makes a fresh instance of a strategy that is not built in (a plugin's), for each
+/// recovery job.
+pub type StrategyFactory = Arc<dyn Fn() -> Box<dyn Strategy> + Send + Sync>;
+
+/// Everything one session loop needs to know.
+#[derive(Clone)]
+pub struct SessionSettings {
+    /// The session's name (the character).
+    pub name: String,
+    /// The game client, if the runner starts one.
+    pub client: Option<ChildSettings>,
+    /// The bot, if the runner starts one (it speaks the agent protocol on stdio).
+    pub bot: Option<ChildSettings>,
+    /// The client's log file, followed for patterns and used for readiness.
+    pub client_log: Option<PathBuf>,
+    /// When a (re)started client counts as ready.
+    pub ready: ReadySettings,
+    /// Log patterns for the log follower.
+    pub log_patterns: LogPatternConfig,
+    /// The window probe.
+    pub window: WindowProbeConfig,
+    /// The crash-dump watcher.
+    pub crash_dump: CrashDumpConfig,
+    /// The bot's heartbeat timeout.
+    pub stall: StallConfig,
+    /// Signals about the same subject within this window are one incident.
+    pub fuse_window: Duration,
+    /// Strategy names for incidents about the client, in order.
+    pub client_pipeline: Vec<String>,
+    /// Strategy names for incidents about the bot, in order.
+    pub bot_pipeline: Vec<String>,
+    /// Policies of the strategies, the breaker, the retry schedule, notifications.
+    pub recovery: RecoverySettings,
+    /// Strategies that are not built in, by name.
+    pub extra_strategies: Vec<(String, StrategyFactory)>,
+    /// Run recovery at all (otherwise incidents are only recorded).
+    pub recovery_enabled: bool,
+    /// `restart` and `restore` may run.
+    pub auto_restart: bool,
+    /// `relog` may run.
+    pub auto_relog: bool,
+    /// Periodic save.
+    pub save_interval: Duration,
+}
+
+impl SessionSettings {
+    /// Settings for a session named `name` with nothing to run and the defaults of
+    /// every detector and strategy.
+    pub fn new(name: &str) -> Self {
+        SessionSettings {
+            name: name.to_owned(),
+            client: None,
+            bot: None,
+            client_log: None,
+            ready: ReadySettings::default(),
+            log_patterns: LogPatternConfig::default(),
+            window: WindowProbeConfig::default(),
+            crash_dump: CrashDumpConfig::default(),
+            stall: StallConfig::default(),
+            fuse_window: Duration::from_millis(250),
+            client_pipeline: ["restart", "relog", "manual", "restore"]
+                .map(String::from)
+                .to_vec(),
+            bot_pipeline: ["restart-bot", "manual"].map(String::from).to_vec(),
+            recovery: RecoverySettings::default(),
+            extra_strategies: Vec::new(),
+            recovery_enabled: true,
+            auto_restart: true,
+            auto_relog: true,
+            save_interval: Duration::from_secs(300),
+        }
+    }
+}
+
+/// A child the session runs.
+#[derive(Debug, Clone)]
+pub struct ChildSettings {
+    /// How to start it.
+    pub spec: ProcessSpec,
+    /// The signal of a staged stop.
+    pub stop_signal: i32,
+    /// How long a staged stop waits before killing the process group.
+    pub stop_grace: Duration,
+}
+
+/// When a started client counts as ready.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReadySettings {
+    /// What to wait for.
+    pub kind: ReadyKind,
+    /// The regex a new log line (or the window title) must match.
+    pub pattern: String,
+    /// For [`ReadyKind::Delay`]: the time after the start.
+    pub delay: Duration,
+    /// Give up after this long.
+    pub timeout: Duration,
+}
+
+impl Default for ReadySettings {
+    fn default() -> Self {
+        ReadySettings {
+            kind: ReadyKind::LogLine,
+            pattern: "Login successful".into(),
+            delay: Duration::from_secs(2),
+            timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// What readiness waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadyKind {
+    /// A new line in the client log matching the pattern.
+    LogLine,
+    /// The client's window (its title matching the pattern). Until the window probe can
+    /// answer this, the log is checked for the pattern as well.
+    Window,
+    /// A fixed delay after the start.
+    Delay,
+}
