@@ -297,6 +297,9 @@ impl Pipeline {
         };
         let mut last = None;
         for attempt in 1..=attempts {
+            if cancel.load(Ordering::SeqCst) {
+                return last;
+            }
             let now_unix = self.clock.unix();
             let state = policy.strategies.entry(name.clone()).or_default();
             state

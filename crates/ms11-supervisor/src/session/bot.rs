@@ -124,6 +124,12 @@ impl BotSlot {
         }
     }
 
+    /// A job waits for an answer about the bot.
+    #[cfg(test)]
+    pub(super) fn has_waiters(&self) -> bool {
+        self.restart_waiter.is_some() || self.pending_relog.is_some()
+    }
+
     pub(super) fn send(&self, session: &str, message: RunnerMessage) {
         if let Some(link) = &self.link
             && self.running

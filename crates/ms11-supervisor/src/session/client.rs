@@ -130,6 +130,16 @@ impl ClientSlot {
             .collect()
     }
 
+    /// A job waits for an answer about the client.
+    #[cfg(test)]
+    pub(super) fn has_waiters(&self) -> bool {
+        !self.ready_waiters.is_empty()
+            || self
+                .stopping
+                .as_ref()
+                .is_some_and(|s| !s.waiters.is_empty())
+    }
+
     /// Stops the client for good (shutdown only: waits).
     pub(super) fn shutdown(&mut self, session: &str) {
         if let (Some(child), Some(settings)) = (&self.child, &self.settings)

@@ -46,6 +46,13 @@ pub(super) struct RunningRecovery {
     superseded_by: Option<Incident>,
 }
 
+impl RunningRecovery {
+    /// The loop told the job to stop.
+    pub(super) fn cancelled(&self) -> bool {
+        self.cancel.load(Ordering::SeqCst)
+    }
+}
+
 /// Which process an incident's recovery acts on.
 pub(super) fn resource_of(subject: IncidentSubject) -> IncidentSubject {
     match subject {

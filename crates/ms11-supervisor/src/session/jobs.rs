@@ -48,7 +48,11 @@ impl SessionLoop {
     pub(super) fn on_job_report(&mut self, report: JobReport) {
         match report {
             JobReport::Request { job, request } => {
-                if self.recovery.as_ref().is_some_and(|r| r.job == job) {
+                if self
+                    .recovery
+                    .as_ref()
+                    .is_some_and(|r| r.job == job && !r.cancelled())
+                {
                     self.on_job_request(request);
                 }
                 // A cancelled job's request is dropped with its reply, which wakes it.

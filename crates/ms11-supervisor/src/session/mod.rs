@@ -10,6 +10,8 @@ mod bot;
 mod client;
 mod incidents;
 mod jobs;
+#[cfg(test)]
+mod tests;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
