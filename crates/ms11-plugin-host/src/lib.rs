@@ -15,11 +15,12 @@ pub mod protocol;
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::ChildStdin;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
+use ms11_process::{ManagedChild, ProcessSpec, StdioMode};
 use ms11_recover::{Applicability, Outcome, RecoveryCtx, SessionControl, Strategy};
 use ms11_state::Incident;
 use tracing::{info, warn};
@@ -139,7 +140,7 @@ pub struct PluginProcess {
     binary: PathBuf,
     timeout: Duration,
     config: Option<serde_json::Value>,
-    child: Option<Child>,
+    child: Option<ManagedChild>,
     stdin: Option<ChildStdin>,
     responses: Option<Receiver<Response>>,
     disabled: Option<String>,
@@ -166,15 +167,20 @@ impl PluginProcess {
 
     /// Starts the child and waits for `loaded`: the library opened and its header is fine.
     pub fn open(&mut self) -> Result<(String, String), String> {
-        let mut child = Command::new(&self.binary)
-            .arg("--plugin")
-            .arg(&self.path)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
+        // Like every child of the runner: its own process group, the parent-death
+        // signal, a waiter that reports its exit.
+        let spec = ProcessSpec {
+            program: self.binary.display().to_string(),
+            args: vec!["--plugin".into(), self.path.display().to_string()],
+            stdin: StdioMode::Piped,
+            stdout: StdioMode::Piped,
+            stderr: StdioMode::Inherit,
+            ..ProcessSpec::default()
+        };
+        let (exits, _) = crossbeam_channel::unbounded();
+        let mut child = ManagedChild::spawn(&spec, "plugin-host", exits)
             .map_err(|e| format!("cannot start `{}`: {e}", self.binary.display()))?;
-        let stdout = child.stdout.take().ok_or("no stdout")?;
+        let stdout = child.take_stdout().ok_or("no stdout")?;
         let (tx, rx) = crossbeam_channel::unbounded();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
@@ -190,7 +196,7 @@ impl PluginProcess {
                 }
             }
         });
-        self.stdin = child.stdin.take();
+        self.stdin = child.take_stdin();
         self.child = Some(child);
         self.responses = Some(rx);
         match self.receive(Duration::from_secs(10))? {
@@ -268,8 +274,10 @@ impl PluginProcess {
                 ))
             }
             Err(RecvTimeoutError::Disconnected) => {
-                let status = self.child.as_mut().and_then(|c| c.wait().ok());
-                self.child = None;
+                let status = self
+                    .child
+                    .take()
+                    .and_then(|c| c.wait_exit(Duration::from_secs(1)));
                 self.stdin = None;
                 let how = status.map_or_else(|| "exited".to_owned(), |s| s.to_string());
                 let why = format!("the plugin crashed ({how})");
@@ -295,9 +303,9 @@ impl PluginProcess {
     }
 
     fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
+        if let Some(child) = self.child.take() {
+            child.kill_group();
+            let _ = child.wait_exit(Duration::from_secs(5));
         }
         self.stdin = None;
         self.responses = None;
