@@ -594,7 +594,13 @@ impl Demo {
                 .filter(|r| r.status == ResolutionStatus::Recovered)
             {
                 recovered += 1;
-                if resolution.strategy.as_deref() == Some("manual") {
+                // A person's acknowledgement may be followed by an automatic restart (the
+                // client was down): it counts as the person's.
+                if inc
+                    .attempts
+                    .iter()
+                    .any(|a| a.strategy == "manual" && a.outcome == AttemptOutcome::Recovered)
+                {
                     by_person += 1;
                 }
                 if let Some(ms) = resolution.time_to_recover_ms {

@@ -160,8 +160,7 @@ impl Pipeline {
             }
             match self.run_strategy(index, incident, policy, session, cancel, round) {
                 Some(Outcome::Recovered) => {
-                    let ms = u64::try_from(self.clock.now().duration_since(started).as_millis())
-                        .unwrap_or(u64::MAX);
+                    let ms = self.time_to_recover(incident, started, round);
                     let status = ResolutionStatus::Recovered;
                     incident.resolve(Resolution {
                         status,
@@ -253,6 +252,21 @@ impl Pipeline {
             status: ResolutionStatus::Terminal,
             strategy: None,
         }
+    }
+
+    /// From the detection to now: a first round measures its own run (monotonic), a
+    /// retry round the wall time since the incident was detected.
+    fn time_to_recover(
+        &self,
+        incident: &Incident,
+        started: std::time::Instant,
+        round: Round,
+    ) -> u64 {
+        let ms = match round {
+            Round::First => self.clock.now().duration_since(started).as_secs_f64() * 1000.0,
+            Round::Retry => (self.clock.unix() - incident.detected_at()).max(0.0) * 1000.0,
+        };
+        ms as u64
     }
 
     /// Adds this incident to the breaker's window; true when it trips.

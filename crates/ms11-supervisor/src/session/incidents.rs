@@ -180,11 +180,12 @@ impl SessionLoop {
 
     /// A fused incident: it becomes an incident and its recovery starts (or waits for
     /// the running one).
-    pub(super) fn on_fused(&mut self, incident: Incident) {
+    pub(super) fn on_fused(&mut self, mut incident: Incident) {
         if self.recovery.is_some() {
             self.queued.push_back(incident);
             return;
         }
+        incident.id = self.new_incident_id();
         let subject = incident.subject();
         let name = self.settings.name.clone();
         info!(event = "incident", session = %name, incident = %incident.id, kind = %incident.kind, subject = %subject, source = %incident.source, terminal = incident.terminal, signals = incident.evidence.len(), message = %incident.crash.error_message, "incident");
@@ -385,6 +386,7 @@ impl SessionLoop {
         });
         let id = incident.id.clone();
         self.state.update_incident(incident);
+        let internal_id = self.new_incident_id();
         let mut internal = self
             .ids
             .incident(
@@ -394,6 +396,7 @@ impl SessionLoop {
                 now,
             )
             .with_subject(IncidentSubject::State);
+        internal.id = internal_id;
         internal.session = name;
         internal.resolve(Resolution {
             status: ResolutionStatus::Recovered,
@@ -453,22 +456,30 @@ impl SessionLoop {
             if retry.next_at > now_unix {
                 continue;
             }
-            let mut incident = self
+            let recorded = self
                 .state
                 .crash_history
                 .iter()
                 .find(|i| i.id == retry.incident)
-                .cloned()
-                .unwrap_or_else(|| {
-                    self.ids
+                .cloned();
+            let mut incident = match recorded {
+                Some(incident) => incident,
+                None => {
+                    // Older than the kept history: a new record for what is still down.
+                    let mut incident = self
+                        .ids
                         .incident(
                             IncidentKind::ProcessExit,
                             DetectorSource::Other,
                             format!("the {subject} is still down"),
                             now_unix,
                         )
-                        .with_subject(subject)
-                });
+                        .with_subject(subject);
+                    incident.id = self.new_incident_id();
+                    self.state.record_incident(incident.clone());
+                    incident
+                }
+            };
             incident.session = self.settings.name.clone();
             incident.resolution = None;
             info!(event = "retry", session = %self.settings.name, incident = %incident.id, round = retry.rounds + 1, "retrying the recovery of an unrecovered incident");
@@ -574,9 +585,13 @@ impl SessionLoop {
             .with_subject(IncidentSubject::Operator);
         incident.pattern = Some(what.into());
         incident.session = self.settings.name.clone();
-        let id = incident.id.clone();
         self.on_fused(incident);
-        Ok(id)
+        Ok(self
+            .state
+            .crash_history
+            .last()
+            .map(|i| i.id.clone())
+            .unwrap_or_default())
     }
 
     /// Handles queued signals once no recovery runs.

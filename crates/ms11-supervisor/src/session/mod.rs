@@ -79,7 +79,9 @@ pub struct SessionLoop {
     store: Box<dyn StateStore>,
     clock: Arc<dyn Clock>,
     spawner: Box<dyn Spawner>,
+    /// Ids of signals (what detectors see); an incident gets its own id when recorded.
     ids: IncidentIds,
+    next_incident: u64,
     exit_tx: Sender<ExitEvent>,
     exit_rx: Receiver<ExitEvent>,
     signal_tx: Sender<Incident>,
@@ -118,8 +120,8 @@ impl SessionLoop {
         let (exit_tx, exit_rx) = unbounded();
         let (signal_tx, signal_rx) = unbounded();
         let (job_tx, job_rx) = unbounded();
-        let ids =
-            IncidentIds::starting_at(&settings.name, next_incident_number(&settings.name, &state));
+        let ids = IncidentIds::new(&format!("{}-signal", settings.name));
+        let next_incident = next_incident_number(&settings.name, &state);
         let now = clock.now();
         let duration_base = state.session_duration;
         SessionLoop {
@@ -133,6 +135,7 @@ impl SessionLoop {
             clock,
             spawner,
             ids,
+            next_incident,
             exit_tx,
             exit_rx,
             signal_tx,
@@ -318,6 +321,14 @@ impl SessionLoop {
                 let _ = reply.send(());
             }
         }
+    }
+
+    /// The id of the next recorded incident: `<session>-<n>`, numbered without gaps and
+    /// unique across runner restarts.
+    fn new_incident_id(&mut self) -> String {
+        let id = format!("{}-{}", self.settings.name, self.next_incident);
+        self.next_incident = self.next_incident.saturating_add(1);
+        id
     }
 
     /// Records and publishes an event.

@@ -637,8 +637,8 @@ fn a_bot_stall_and_a_client_exit_are_two_incidents_each_with_its_own_recovery() 
     assert_eq!(
         kinds,
         [
-            (IncidentKind::Stall, IncidentSubject::Bot),
             (IncidentKind::ProcessExit, IncidentSubject::Client),
+            (IncidentKind::Stall, IncidentSubject::Bot),
         ]
     );
     insta::assert_snapshot!(h.transcript());
