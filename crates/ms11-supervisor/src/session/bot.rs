@@ -71,13 +71,18 @@ impl BotSlot {
         self.settings.is_some()
     }
 
-    pub(super) fn running(&self) -> bool {
-        self.running
-    }
-
     /// The bot said `hello` and may be resumed.
     pub(super) fn connected(&self) -> bool {
         self.running && self.link.as_ref().is_some_and(|l| l.hello_seen)
+    }
+
+    /// Connected and not silent past its heartbeat deadline.
+    pub(super) fn alive(&self) -> bool {
+        self.connected()
+            && self
+                .stall
+                .as_ref()
+                .is_none_or(|stall| stall.deadline().is_some())
     }
 
     /// The protocol events of the current bot, while its stdout is open.

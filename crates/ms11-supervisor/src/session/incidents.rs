@@ -329,13 +329,10 @@ impl SessionLoop {
         match result.status {
             ResolutionStatus::Recovered => {
                 self.policy_mut(subject).retry = None;
-                let down = match resource {
-                    IncidentSubject::Bot => self.bot.configured() && !self.bot.running(),
-                    _ => self.client.configured() && !self.client.running(),
-                };
-                if down {
-                    // A person acknowledged, but the process is not running: go on at once.
-                    info!(event = "retry_now", session = %name, incident = %incident.id, "acknowledged, but the {} is not running: starting it now", resource);
+                if !self.healthy(resource) {
+                    // A person acknowledged, but the process is not back (not running,
+                    // or a bot still silent): go on at once.
+                    info!(event = "retry_now", session = %name, incident = %incident.id, "acknowledged, but the {} is not back: recovering it now", resource);
                     self.reset_policy(subject);
                     self.schedule_retry_at(subject, &incident.id, 0, Duration::ZERO);
                 } else if resource == IncidentSubject::Client {
@@ -363,6 +360,15 @@ impl SessionLoop {
         }
         self.save_now("recovery");
         self.next_queued();
+    }
+
+    /// Whether the process a subject's recovery acts on runs and works: the client runs,
+    /// the bot runs, said `hello` and is not silent past its heartbeat deadline.
+    fn healthy(&self, resource: IncidentSubject) -> bool {
+        match resource {
+            IncidentSubject::Bot => !self.bot.configured() || self.bot.alive(),
+            _ => !self.client.configured() || self.client.running(),
+        }
     }
 
     pub(super) fn on_job_panicked(&mut self, job: u64, message: String) {

@@ -739,3 +739,32 @@ fn a_panicking_session_loop_is_reopened_once_and_a_second_panic_fails() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn an_acknowledged_stall_whose_bot_is_still_silent_is_recovered_at_once() {
+    let mut h = Harness::new(|s| {
+        s.client = None;
+        s.bot = Some(ChildSettings {
+            spec: ProcessSpec::from_argv(&["mybot".to_owned()]).unwrap(),
+            stop_signal: 15,
+            stop_grace: Duration::from_secs(2),
+        });
+        s.stall.timeout_ms = 5_000;
+        s.recovery.restart_bot.budget = 0; // spent: only a person can be asked
+    });
+    h.start();
+    h.bot_says(r#"{"type":"hello","protocol":1,"bot":"test"}"#);
+    h.advance(Duration::from_millis(5250));
+    assert_eq!(h.status().health, Health::WaitingForPerson);
+    let acked = h.command("ack", |reply| SessionCommand::Ack {
+        incident: None,
+        reply,
+    });
+    assert_eq!(acked.unwrap(), "main-1");
+    // The person said "go on", but the bot is still silent: it is restarted at once.
+    h.advance(Duration::ZERO);
+    h.exit("bot", 1001, None, Some(9));
+    h.bot_says(r#"{"type":"hello","protocol":1,"bot":"test"}"#);
+    assert_eq!(h.status().health, Health::Healthy);
+    insta::assert_snapshot!(h.transcript());
+}
