@@ -1,4 +1,5 @@
-//! `cargo xtask bench`: runs the criterion benchmarks, then prints one table where each
+//! `cargo xtask bench`: runs the criterion benchmarks and the runner measurements (idle
+//! cost, `idle.rs`; client exit → relaunch, `relaunch.rs`), then prints one table where each
 //! figure stands next to its baseline from the same run, as a ratio, and writes it as
 //! JSON and Markdown under `target/bench/`.
 
@@ -16,12 +17,16 @@ pub struct BenchArgs {
     /// Only run benchmarks whose id contains this text.
     #[arg(long)]
     filter: Option<String>,
-    /// Only measure the runner's idle cost (skip the criterion benchmarks).
+    /// Only measure the runner (idle cost, client exit → relaunch), skipping the criterion
+    /// benchmarks; writes target/bench/runner.md and runner.json.
     #[arg(long)]
     runner_only: bool,
     /// Seconds each idle measurement lasts.
     #[arg(long, default_value_t = 20)]
     idle_secs: u64,
+    /// Client exits for the exit-to-relaunch measurement.
+    #[arg(long, default_value_t = 50)]
+    exits: usize,
 }
 
 /// One row of the table: a measurement and the baseline it is compared with.
@@ -97,17 +102,35 @@ const COMPARISONS: &[Comparison] = &[
 pub fn run(args: &BenchArgs) -> Result<()> {
     let bench_dir = util::target_dir().join("bench");
     fs::create_dir_all(&bench_dir)?;
-    let release: Vec<String> = ["build", "--release", "-p", "ms11-runner"]
+    let release: Vec<String> = ["build", "--release", "-p", "ms11-runner", "-p", "ms11-sim"]
         .iter()
         .map(|s| (*s).to_owned())
         .collect();
     util::cargo(&release)?;
     println!("measuring the runner's idle cost (1, 10, 100 sessions) ...");
     let (idle_md, idle_json) = crate::idle::rows(std::time::Duration::from_secs(args.idle_secs))?;
+    println!(
+        "measuring the runner's overhead from client exit to relaunch ({} exits) ...",
+        args.exits
+    );
+    let relaunch = crate::relaunch::measure(args.exits)?;
     if args.runner_only {
-        println!(
-            "\n| what | measured | baseline | ratio | goal |\n|---|---|---|---|---|\n{idle_md}"
+        // The criterion rows of an earlier full run stay in summary.md/json.
+        let markdown = format!(
+            "| what | measured | baseline | ratio | goal |\n|---|---|---|---|---|\n{idle_md}{}",
+            relaunch.markdown
         );
+        println!("\n{markdown}");
+        let json = serde_json::json!({
+            "comparisons": [relaunch.comparison],
+            "reports": { "runner_idle": idle_json, "relaunch": relaunch.json },
+        });
+        fs::write(bench_dir.join("runner.md"), &markdown)?;
+        fs::write(
+            bench_dir.join("runner.json"),
+            serde_json::to_string_pretty(&json)?,
+        )?;
+        println!("written: {}", bench_dir.join("runner.md").display());
         return Ok(());
     }
     let mut cargo_args: Vec<String> = ["bench", "--workspace", "--bench", "*", "--", "--noplot"]
@@ -142,8 +165,10 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     anyhow::ensure!(status.success(), "cargo bench failed ({status})");
     let estimates = read_estimates(&util::target_dir().join("criterion"))?;
     reports.insert("runner_idle".into(), idle_json);
-    let (mut markdown, json) = render(&estimates, &reports);
+    reports.insert("relaunch".into(), relaunch.json);
+    let (mut markdown, json) = render(&estimates, &reports, vec![relaunch.comparison]);
     markdown.push_str(&idle_md);
+    markdown.push_str(&relaunch.markdown);
     println!("\n{markdown}");
     fs::write(bench_dir.join("summary.md"), &markdown)?;
     fs::write(bench_dir.join("summary.json"), json)?;
@@ -198,6 +223,7 @@ fn human(ns: f64) -> String {
 fn render(
     estimates: &[(String, f64)],
     reports: &serde_json::Map<String, serde_json::Value>,
+    extra_rows: Vec<serde_json::Value>,
 ) -> (String, String) {
     let get = |id: &str| estimates.iter().find(|(k, _)| k == id).map(|(_, v)| *v);
     let mut md =
@@ -250,6 +276,7 @@ fn render(
             "baseline_id": c.baseline, "baseline_ns": baseline, "ratio": ratio, "goal": c.goal,
         }));
     }
+    rows.extend(extra_rows);
     let json = serde_json::to_string_pretty(
         &serde_json::json!({ "comparisons": rows, "all": estimates, "reports": reports }),
     )

@@ -13,6 +13,7 @@ mod bench;
 mod demo;
 mod dist;
 mod idle;
+mod relaunch;
 mod torture;
 mod util;
 

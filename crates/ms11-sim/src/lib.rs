@@ -9,6 +9,7 @@ pub mod crash_dump;
 pub mod ledger;
 pub mod lines;
 pub mod scenario;
+pub mod timestamps;
 pub mod xvfb;
 
 pub use control::{poll_commands, send_command};

@@ -80,6 +80,35 @@ fn the_client_logs_in_and_obeys_exit_and_disconnect_commands() {
 }
 
 #[test]
+fn timestamps_are_written_at_start_and_before_an_exit_on_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let stamps = dir.path().join("ts");
+    let before = ms11_sim::timestamps::unix_ns();
+    let mut c = Command::new(CLIENT)
+        .args(["--window", "off", "--startup-ms", "10", "--log"])
+        .arg(dir.path().join("client.log"))
+        .arg("--control-dir")
+        .arg(dir.path().join("cc"))
+        .arg("--timestamps")
+        .arg(&stamps)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for_log(dir.path(), "Login successful");
+    let started = ms11_sim::timestamps::read(&stamps).unwrap();
+    assert_eq!(started.len(), 1, "{started:?}");
+    assert_eq!(started[0].0, "start");
+    assert!(started[0].1 >= before);
+    send_command(&dir.path().join("cc"), "exit-3").unwrap();
+    assert_eq!(wait_exit(&mut c).code(), Some(3));
+    let after = ms11_sim::timestamps::unix_ns();
+    let all = ms11_sim::timestamps::read(&stamps).unwrap();
+    assert_eq!(all.len(), 2, "{all:?}");
+    assert_eq!(all[1].0, "exit");
+    assert!(all[0].1 < all[1].1 && all[1].1 <= after, "{all:?}");
+}
+
+#[test]
 fn a_crash_dump_is_written_with_the_clients_names_then_it_aborts() {
     let dir = tempfile::tempdir().unwrap();
     let mut c = client(dir.path());

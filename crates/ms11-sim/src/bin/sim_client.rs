@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use clap::{Parser, ValueEnum};
-use ms11_sim::{crash_dump, lines, poll_commands};
+use ms11_sim::{crash_dump, lines, poll_commands, timestamps};
 use rand::SeedableRng;
 
 /// A simulated game client.
@@ -53,6 +53,10 @@ struct Args {
     /// code 1 at login, as the real one does when it cannot reach the login server.
     #[arg(long, value_name = "FILE")]
     quit_at_login_while: Option<PathBuf>,
+    /// Append `start <unix_ns>` to this file first thing, and `exit <unix_ns>` right
+    /// before exiting on an `exit-N` command (for `cargo xtask bench`).
+    #[arg(long, value_name = "FILE")]
+    timestamps: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -81,7 +85,13 @@ impl Log {
 }
 
 fn main() -> Result<()> {
+    // Read before anything else, so the moment includes no work of ours.
+    let launched = timestamps::unix_ns();
     let args = Args::parse();
+    if let Some(path) = &args.timestamps {
+        timestamps::append(path, "start", launched)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
     if let Some(dir) = args.log.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)?;
     }
@@ -226,6 +236,9 @@ fn run_command(
                 .and_then(|c| c.parse::<i32>().ok())
             {
                 log.line(&format!("[System] exiting with code {code}"));
+                if let Some(path) = &args.timestamps {
+                    let _ = timestamps::append(path, "exit", timestamps::unix_ns());
+                }
                 std::process::exit(code);
             }
             eprintln!("sim-client: unknown command `{other}`");
