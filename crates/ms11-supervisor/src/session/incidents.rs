@@ -329,9 +329,16 @@ impl SessionLoop {
         match result.status {
             ResolutionStatus::Recovered => {
                 self.policy_mut(subject).retry = None;
-                if !self.healthy(resource) {
+                let connection_problem = matches!(
+                    incident.kind,
+                    IncidentKind::Disconnect
+                        | IncidentKind::SessionExpired
+                        | IncidentKind::ServerDown
+                );
+                let acknowledged = result.strategy.as_deref() == Some("manual");
+                if !self.healthy(resource) || (acknowledged && connection_problem) {
                     // A person acknowledged, but the process is not back (not running,
-                    // or a bot still silent): go on at once.
+                    // a bot still silent) or still disconnected: go on at once.
                     info!(event = "retry_now", session = %name, incident = %incident.id, "acknowledged, but the {} is not back: recovering it now", resource);
                     self.reset_policy(subject);
                     self.schedule_retry_at(subject, &incident.id, 0, Duration::ZERO);

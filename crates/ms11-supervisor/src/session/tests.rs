@@ -768,3 +768,47 @@ fn an_acknowledged_stall_whose_bot_is_still_silent_is_recovered_at_once() {
     assert_eq!(h.status().health, Health::Healthy);
     insta::assert_snapshot!(h.transcript());
 }
+
+#[test]
+fn an_acknowledged_disconnect_is_relogged_at_once() {
+    let mut h = Harness::new(|s| {
+        s.bot = Some(ChildSettings {
+            spec: ProcessSpec::from_argv(&["mybot".to_owned()]).unwrap(),
+            stop_signal: 15,
+            stop_grace: Duration::from_secs(2),
+        });
+        s.recovery.relog.budget = 0; // spent: only a person can be asked
+    });
+    h.start();
+    h.bot_says(r#"{"type":"hello","protocol":1,"bot":"test"}"#);
+    assert_eq!(h.bot_hears()["type"], "resume");
+    h.advance(Duration::from_millis(300));
+    h.signal(
+        IncidentKind::Disconnect,
+        DetectorSource::LogPattern,
+        IncidentSubject::Client,
+    );
+    h.advance(Duration::from_millis(250));
+    assert_eq!(h.status().health, Health::WaitingForPerson);
+    h.command("ack", |reply| SessionCommand::Ack {
+        incident: None,
+        reply,
+    })
+    .unwrap();
+    h.advance(Duration::ZERO);
+    assert_eq!(
+        h.bot_hears()["type"],
+        "relog",
+        "the relog is tried again at once"
+    );
+    h.bot_says(r#"{"type":"relog_result","ok":true}"#);
+    let incident = &h.incidents()[0];
+    assert_eq!(
+        incident
+            .resolution
+            .as_ref()
+            .and_then(|r| r.strategy.as_deref()),
+        Some("relog")
+    );
+    assert_eq!(h.status().health, Health::Healthy);
+}
