@@ -163,7 +163,10 @@ impl Session {
     pub fn wait_for(&self, what: &str, timeout: Duration, pred: impl Fn(&Value) -> bool) -> Value {
         let end = Instant::now() + timeout;
         loop {
-            if let Some(v) = self.events.lock().unwrap().iter().find(|v| pred(v)) {
+            // A copy: `pred` may look at the session itself (and the reader thread must
+            // never wait for it, or the runner's stderr fills up and the runner stalls).
+            let events = self.events();
+            if let Some(v) = events.iter().find(|v| pred(v)) {
                 return v.clone();
             }
             if Instant::now() > end {
@@ -260,7 +263,18 @@ impl Session {
     pub fn control(&self, request: &Value) -> (Value, Duration) {
         use std::io::Write;
         let started = Instant::now();
-        let mut stream = std::os::unix::net::UnixStream::connect(self.control_socket()).unwrap();
+        // The runner may still be starting: its socket comes a moment after the process.
+        let end = Instant::now() + Duration::from_secs(10);
+        let mut stream = loop {
+            match std::os::unix::net::UnixStream::connect(self.control_socket()) {
+                Ok(stream) => break stream,
+                Err(e) if Instant::now() < end => {
+                    let _ = e;
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Err(e) => panic!("no runner answers on its control socket: {e}"),
+            }
+        };
         stream
             .set_read_timeout(Some(Duration::from_secs(10)))
             .unwrap();

@@ -19,7 +19,7 @@ pub use load::{
 };
 pub use model::{
     Config, ContinuePrevious, CrashDetection, PluginsConfig, ProcessConfig, ReadyConfig, ReadyKind,
-    SessionConfig, SessionTracking, StateBackend, default_pipeline,
+    SessionConfig, SessionTracking, StateBackend, WineConfig, default_pipeline,
 };
 pub use reference::reference_markdown;
 pub use signals::signal_number;

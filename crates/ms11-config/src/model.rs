@@ -257,6 +257,8 @@ pub struct ProcessConfig {
     pub stop_signal: String,
     /// Seconds to wait after the stop signal before killing the whole process group.
     pub stop_grace_secs: f64,
+    /// Run `command` as a Windows program under Wine (see docs/wine.md).
+    pub wine: Option<WineConfig>,
 }
 
 impl Default for ProcessConfig {
@@ -267,6 +269,33 @@ impl Default for ProcessConfig {
             env: BTreeMap::new(),
             stop_signal: "TERM".into(),
             stop_grace_secs: 10.0,
+            wine: None,
+        }
+    }
+}
+
+/// A Windows program under Wine: its own prefix per session, and a stop that ends
+/// everything in that prefix (`wineserver -k`): the program, `winedbg` and its
+/// "Program Error" dialog, `conhost.exe`, helpers and their windows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct WineConfig {
+    /// The Wine prefix (`WINEPREFIX`) of this session; one per character. Create it
+    /// once with `WINEPREFIX=... wineboot -i` (Wine would create it at the first start,
+    /// which takes longer than a readiness timeout may allow).
+    pub prefix: PathBuf,
+    /// The Wine loader that runs the program.
+    pub binary: String,
+    /// The `wineserver` of that Wine (default: `wineserver` next to `binary`, else on PATH).
+    pub server: Option<String>,
+}
+
+impl Default for WineConfig {
+    fn default() -> Self {
+        WineConfig {
+            prefix: PathBuf::from("wine-prefix"),
+            binary: "wine".into(),
+            server: None,
         }
     }
 }

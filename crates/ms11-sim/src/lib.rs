@@ -2,7 +2,8 @@
 //! `sim-client` behaves like the game client from the runner's point of view (a log
 //! with realistic lines, an X11 window, crashes, dumps, hangs, dialogs, disconnects on
 //! command) and `sim-bot` is a bot speaking the agent protocol with a task plan and an
-//! effect ledger that shows whether any task ran twice.
+//! effect ledger that shows whether any task ran twice. `win32/` holds a real Windows
+//! test client, run under Wine (see [`win32`]).
 
 pub mod control;
 pub mod crash_dump;
@@ -10,6 +11,7 @@ pub mod ledger;
 pub mod lines;
 pub mod scenario;
 pub mod timestamps;
+pub mod win32;
 pub mod xvfb;
 
 pub use control::{poll_commands, send_command};

@@ -38,6 +38,9 @@ pub struct ScenarioOptions {
     /// Runs this program as the client instead of `sim-client` (with the same
     /// arguments), e.g. a wrapper script that cannot be executed yet.
     pub client_program: Option<PathBuf>,
+    /// The Windows test client under Wine instead of `sim-client`: the `.exe` and the
+    /// session's Wine prefix (see [`crate::win32`]).
+    pub wine_client: Option<(PathBuf, PathBuf)>,
 }
 
 impl Default for ScenarioOptions {
@@ -60,6 +63,7 @@ impl Default for ScenarioOptions {
             client_args: Vec::new(),
             bot_args: Vec::new(),
             client_program: None,
+            wine_client: None,
         }
     }
 }
@@ -145,9 +149,10 @@ client_log = {log}
 pipeline = {pipeline:?}
 
 [session.client]
-command = [{client}, "--log", {log}, "--control-dir", {cc}, "--dump-dir", {dumps}, "--window", "{window}", "--seed", "{seed}", "--startup-ms", "300"{client_args}]
+{client_command}
 cwd = {dumps}
 stop_grace_secs = 2
+{client_wine}
 
 [session.bot]
 command = [{bot}, "--ledger", {ledger}, "--client-control-dir", {cc}, "--client-log", {log}, "--control-dir", {bc}, "--total-tasks", "{total}", "--task-ms", "{task_ms}", "--heartbeat-ms", "300", "--seed", "{seed}"{bot_args}]
@@ -182,18 +187,14 @@ desktop_notify = false
             save_interval = o.save_interval,
             state = q(self.state_file()),
             log = q(self.root.join("client.log")),
-            client = q(o
-                .client_program
-                .clone()
-                .unwrap_or_else(|| self.bin_dir.join("sim-client"))),
-            client_args = extra_args(&o.client_args),
+            client_command = self.client_command(),
+            client_wine = self.client_wine_table(),
             bot_args = extra_args(&o.bot_args),
             bot = q(self.bin_dir.join("sim-bot")),
             cc = q(self.client_control()),
             bc = q(self.bot_control()),
             dumps = q(self.root.join("client")),
             ledger = q(self.ledger()),
-            window = if o.window { "on" } else { "off" },
             window_enabled = o.window,
             seed = o.seed,
             total = o.total_tasks,
@@ -204,6 +205,48 @@ desktop_notify = false
             manual_timeout = o.manual_timeout_secs,
             pipeline = o.pipeline,
             extra = o.extra_toml,
+        )
+    }
+}
+
+impl Scenario {
+    /// The client's `[session.client.wine]` table, when it runs under Wine.
+    fn client_wine_table(&self) -> String {
+        match &self.options.wine_client {
+            Some((_, prefix)) => format!(
+                "\n[session.client.wine]\nprefix = {:?}\n",
+                prefix.display().to_string()
+            ),
+            None => String::new(),
+        }
+    }
+
+    /// The `command = [...]` line of the client.
+    fn client_command(&self) -> String {
+        let q = |p: PathBuf| format!("{:?}", p.display().to_string());
+        let o = &self.options;
+        let log = self.root.join("client.log");
+        if let Some((exe, _)) = &o.wine_client {
+            return format!(
+                "command = [{exe}, \"--log\", {log:?}, \"--control-dir\", {cc:?}, \"--startup-ms\", \"300\"{args}]",
+                exe = q(exe.clone()),
+                log = crate::win32::wine_path(&log),
+                cc = crate::win32::wine_path(&self.client_control()),
+                args = extra_args(&o.client_args),
+            );
+        }
+        format!(
+            "command = [{client}, \"--log\", {log}, \"--control-dir\", {cc}, \"--dump-dir\", {dumps}, \"--window\", \"{window}\", \"--seed\", \"{seed}\", \"--startup-ms\", \"300\"{args}]",
+            client = q(o
+                .client_program
+                .clone()
+                .unwrap_or_else(|| self.bin_dir.join("sim-client"))),
+            log = q(log),
+            cc = q(self.client_control()),
+            dumps = q(self.root.join("client")),
+            window = if o.window { "on" } else { "off" },
+            seed = o.seed,
+            args = extra_args(&o.client_args),
         )
     }
 }

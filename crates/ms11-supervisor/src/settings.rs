@@ -92,6 +92,17 @@ pub struct ChildSettings {
     pub stop_signal: i32,
     /// How long a staged stop waits before killing the process group.
     pub stop_grace: Duration,
+    /// The program runs under Wine: stopping it also ends everything in its prefix.
+    pub wine: Option<WineSettings>,
+}
+
+/// A program under Wine.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WineSettings {
+    /// `WINEPREFIX`.
+    pub prefix: std::path::PathBuf,
+    /// The `wineserver` program (run as `wineserver -k` to end the prefix).
+    pub server: String,
 }
 
 /// When a started client counts as ready.

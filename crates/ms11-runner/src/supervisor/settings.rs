@@ -7,7 +7,9 @@ use ms11_config::{Config, ProcessConfig, ReadyKind, SessionConfig};
 use ms11_plugin_host::PluginStrategy;
 use ms11_process::ProcessSpec;
 use ms11_recover::Strategy;
-use ms11_supervisor::{ChildSettings, ReadySettings, SessionSettings, StrategyFactory};
+use ms11_supervisor::{
+    ChildSettings, ReadySettings, SessionSettings, StrategyFactory, WineSettings,
+};
 
 /// The settings of `session`, with the runner-wide keys that apply to it.
 pub fn session_settings(
@@ -61,9 +63,45 @@ fn child_settings(process: &ProcessConfig) -> Option<ChildSettings> {
         .iter()
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
+    let wine = process.wine.as_ref().map(|wine| {
+        // `wine PROGRAM ARGS...` in the session's own prefix, quiet, without the
+        // Mono/Gecko installers a fresh prefix would ask for.
+        spec.args
+            .insert(0, std::mem::replace(&mut spec.program, wine.binary.clone()));
+        let mut env = vec![("WINEPREFIX".to_owned(), wine.prefix.display().to_string())];
+        for (key, value) in [
+            ("WINEDEBUG", "-all"),
+            ("WINEDLLOVERRIDES", "mscoree,mshtml="),
+        ] {
+            if !process.env.contains_key(key) {
+                env.push((key.to_owned(), value.to_owned()));
+            }
+        }
+        spec.env.extend(env);
+        WineSettings {
+            prefix: wine.prefix.clone(),
+            server: wine
+                .server
+                .clone()
+                .unwrap_or_else(|| wineserver_next_to(&wine.binary)),
+        }
+    });
     Some(ChildSettings {
         spec,
         stop_signal: ms11_config::signal_number(&process.stop_signal).unwrap_or(15),
         stop_grace: Duration::from_secs_f64(process.stop_grace_secs.max(0.0)),
+        wine,
     })
+}
+
+/// `wineserver` beside a Wine loader given by path, else the one on PATH.
+fn wineserver_next_to(binary: &str) -> String {
+    let path = std::path::Path::new(binary);
+    if binary.contains('/')
+        && let Some(server) = path.parent().map(|dir| dir.join("wineserver"))
+        && server.exists()
+    {
+        return server.display().to_string();
+    }
+    "wineserver".to_owned()
 }

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use ms11_agent::{BotReader, ReaderConfig};
 use ms11_process::{ExitEvent, StdioMode};
 use ms11_state::{ChildRecord, DetectorSource, IncidentKind, IncidentSubject};
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use super::SessionLoop;
 use crate::command::Reply;
@@ -19,6 +19,19 @@ use crate::status::ChildStatus;
 
 /// After SIGKILL, how long a stop waits for the exit before it reports failure.
 const KILL_WAIT: Duration = Duration::from_secs(5);
+
+/// How long `wineserver -k` may take to end a prefix.
+const PREFIX_KILL_WAIT: Duration = Duration::from_secs(10);
+
+/// `wineserver -k` for a prefix: ends every process of that Wine prefix.
+fn wineserver_kill(wine: &crate::settings::WineSettings) -> ms11_process::ProcessSpec {
+    ms11_process::ProcessSpec {
+        program: wine.server.clone(),
+        args: vec!["-k".into()],
+        env: vec![("WINEPREFIX".into(), wine.prefix.display().to_string())],
+        ..ms11_process::ProcessSpec::default()
+    }
+}
 
 /// A staged stop in progress.
 struct Stopping {
@@ -46,6 +59,10 @@ pub(super) struct ClientSlot {
     expected_exits: HashSet<u32>,
     pub(super) start_error: Option<String>,
     output: Vec<BotReader>,
+    /// `wineserver -k` ending the client's Wine prefix, with when to give up on it.
+    prefix_kill: Option<(Box<dyn SupervisedChild>, Instant)>,
+    /// Stops that wait for the prefix to be gone.
+    prefix_waiters: Vec<Reply<Result<String, String>>>,
 }
 
 impl ClientSlot {
@@ -64,6 +81,8 @@ impl ClientSlot {
             expected_exits: HashSet::new(),
             start_error: None,
             output: Vec::new(),
+            prefix_kill: None,
+            prefix_waiters: Vec::new(),
         }
     }
 
@@ -93,11 +112,13 @@ impl ClientSlot {
             .as_ref()
             .map(|s| s.give_up_at.unwrap_or(s.kill_at));
         let readiness = self.readiness.as_ref().map(ReadinessCheck::due);
+        let prefix = self.prefix_kill.as_ref().map(|(_, give_up)| *give_up);
         let waiters = self.ready_waiters.iter().map(|(d, _)| *d).min();
         [
             stop,
             readiness,
             waiters,
+            prefix,
             self.readiness_gives_up.filter(|_| self.readiness.is_some()),
         ]
         .into_iter()
@@ -134,6 +155,7 @@ impl ClientSlot {
     #[cfg(test)]
     pub(super) fn has_waiters(&self) -> bool {
         !self.ready_waiters.is_empty()
+            || !self.prefix_waiters.is_empty()
             || self
                 .stopping
                 .as_ref()
@@ -141,13 +163,28 @@ impl ClientSlot {
     }
 
     /// Stops the client for good (shutdown only: waits).
-    pub(super) fn shutdown(&mut self, session: &str) {
+    pub(super) fn shutdown(
+        &mut self,
+        session: &str,
+        spawner: &mut dyn crate::spawner::Spawner,
+        exits: &crossbeam_channel::Sender<ms11_process::ExitEvent>,
+    ) {
         if let (Some(child), Some(settings)) = (&self.child, &self.settings)
             && self.running
         {
             self.expected_exits.insert(child.pid());
             let how = child.stop_blocking(settings.stop_signal, settings.stop_grace);
             info!(session, how = how.as_str(), "client stopped");
+        }
+        if let Some(wine) = self.settings.as_ref().and_then(|s| s.wine.clone()) {
+            match spawner.spawn(&wineserver_kill(&wine), "wineserver", exits) {
+                Ok(kill) => {
+                    if !kill.wait_exit_blocking(PREFIX_KILL_WAIT) {
+                        warn!(session, prefix = %wine.prefix.display(), "`wineserver -k` did not finish in time");
+                    }
+                }
+                Err(e) => warn!(session, error = %e, "cannot run `wineserver -k`"),
+            }
         }
         for (_, waiter) in self.ready_waiters.drain(..) {
             let _ = waiter.send(Err("the session is stopping".into()));
@@ -251,18 +288,25 @@ impl SessionLoop {
             stopping.waiters.push(reply);
             return;
         }
-        let (Some(child), Some(settings)) = (&self.client.child, &self.client.settings) else {
+        let (Some(child), Some(settings)) = (&self.client.child, self.client.settings.clone())
+        else {
             let _ = reply.send(Ok("no client was running".into()));
             return;
         };
         if !self.client.running {
             child.signal_group(9); // grandchildren may remain in the group
-            let _ = reply.send(Ok("already exited".into()));
+            self.end_wine_prefix();
+            if self.client.prefix_kill.is_some() {
+                self.client.prefix_waiters.push(reply);
+            } else {
+                let _ = reply.send(Ok("already exited".into()));
+            }
             return;
         }
         let pid = child.pid();
         self.client.expected_exits.insert(pid);
         child.signal_group(settings.stop_signal);
+        self.end_wine_prefix();
         info!(event = "client_stopping", session = %self.settings.name, pid, signal = settings.stop_signal, grace_ms = settings.stop_grace.as_millis() as u64, "stopping the client");
         self.client.stopping = Some(Stopping {
             pid,
@@ -317,8 +361,13 @@ impl SessionLoop {
             } else {
                 "exited after the stop signal"
             };
-            for waiter in stopping.waiters {
-                let _ = waiter.send(Ok(how.to_owned()));
+            if self.client.prefix_kill.is_some() {
+                // The stop is done when the whole Wine prefix is gone.
+                self.client.prefix_waiters.extend(stopping.waiters);
+            } else {
+                for waiter in stopping.waiters {
+                    let _ = waiter.send(Ok(how.to_owned()));
+                }
             }
         }
         let why = format!("the client exited during start-up ({})", exit.exit);
@@ -331,6 +380,8 @@ impl SessionLoop {
             return;
         }
         info!(event = "client_exited", session = %name, pid = exit.pid, exit = %exit.exit, expected, "client exited");
+        // Whatever it left in its Wine prefix (winedbg, conhost, helpers) goes too.
+        self.end_wine_prefix();
         let mut incident =
             ms11_detect::incident_for_exit(&self.ids, "client", exit.exit, exit.unix)
                 .with_subject(IncidentSubject::Client);
@@ -338,8 +389,53 @@ impl SessionLoop {
         self.on_signal(incident);
     }
 
+    /// Runs `wineserver -k` for the client's prefix (once at a time).
+    fn end_wine_prefix(&mut self) {
+        let Some(wine) = self.client.settings.as_ref().and_then(|s| s.wine.clone()) else {
+            return;
+        };
+        if self.client.prefix_kill.is_some() {
+            return;
+        }
+        match self
+            .spawner
+            .spawn(&wineserver_kill(&wine), "wineserver", &self.exit_tx)
+        {
+            Ok(kill) => {
+                info!(event = "wine_prefix_stopping", session = %self.settings.name, prefix = %wine.prefix.display(), "ending everything in the client's Wine prefix");
+                self.client.prefix_kill = Some((kill, self.clock.now() + PREFIX_KILL_WAIT));
+            }
+            Err(e) => {
+                warn!(session = %self.settings.name, error = %e, "cannot run `wineserver -k`; only the client's process group is stopped");
+            }
+        }
+    }
+
+    /// `wineserver -k` ended (or was given up on): stops waiting for it answer.
+    pub(super) fn on_wine_prefix_ended(&mut self, pid: u32, how: &str) -> bool {
+        if self.client.prefix_kill.as_ref().map(|(c, _)| c.pid()) != Some(pid) {
+            return false;
+        }
+        self.client.prefix_kill = None;
+        debug!(session = %self.settings.name, how, "the client's Wine prefix has ended");
+        if self.client.stopping.is_none() {
+            for waiter in self.client.prefix_waiters.drain(..) {
+                let _ = waiter.send(Ok(format!("stopped with its Wine prefix ({how})")));
+            }
+        }
+        true
+    }
+
     pub(super) fn client_timers(&mut self, now: Instant) {
         let name = self.settings.name.clone();
+        if let Some((kill, give_up)) = &self.client.prefix_kill
+            && now >= *give_up
+        {
+            warn!(session = %name, "`wineserver -k` did not finish in time; going on");
+            kill.signal_group(9);
+            let pid = kill.pid();
+            self.on_wine_prefix_ended(pid, "timed out");
+        }
         if let Some(stopping) = &mut self.client.stopping {
             match stopping.give_up_at {
                 None if now >= stopping.kill_at => {
@@ -447,6 +543,7 @@ impl SessionLoop {
     /// Forgets the replies a cancelled job waits for (the stop itself goes on).
     pub(super) fn drop_client_waiters(&mut self) {
         self.client.ready_waiters.clear();
+        self.client.prefix_waiters.clear();
         if let Some(stopping) = &mut self.client.stopping {
             stopping.waiters.clear();
         }

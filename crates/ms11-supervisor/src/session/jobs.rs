@@ -156,8 +156,11 @@ impl SessionLoop {
         }
     }
 
-    /// The exit of a command or a notification helper.
+    /// The exit of a command, a notification helper or `wineserver -k`.
     pub(super) fn on_command_exit(&mut self, exit: ExitEvent) {
+        if self.on_wine_prefix_ended(exit.pid, &exit.exit.to_string()) {
+            return;
+        }
         let Some(index) = self
             .commands_running
             .iter()

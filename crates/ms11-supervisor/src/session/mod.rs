@@ -507,7 +507,8 @@ impl SessionLoop {
         info!(event = "stopping", session = %self.settings.name, "stopping the session");
         self.cancel_recovery("the runner is stopping");
         self.bot.shutdown(&self.settings.name);
-        self.client.shutdown(&self.settings.name);
+        self.client
+            .shutdown(&self.settings.name, self.spawner.as_mut(), &self.exit_tx);
         for running in self.commands_running.drain(..) {
             running.child.signal_group(9);
         }

@@ -234,6 +234,7 @@ fn settings() -> SessionSettings {
         spec: ProcessSpec::from_argv(&["swgclient".to_owned()]).unwrap(),
         stop_signal: 15,
         stop_grace: Duration::from_secs(2),
+        wine: None,
     });
     settings.ready = ReadySettings {
         kind: ReadyKind::Delay,
@@ -613,6 +614,7 @@ fn a_bot_stall_and_a_client_exit_are_two_incidents_each_with_its_own_recovery() 
             spec: ProcessSpec::from_argv(&["mybot".to_owned()]).unwrap(),
             stop_signal: 15,
             stop_grace: Duration::from_secs(2),
+            wine: None,
         });
         s.stall.timeout_ms = 5_000;
     });
@@ -651,6 +653,7 @@ fn a_bot_speaking_another_protocol_is_terminal_for_the_bot_not_a_restart_storm()
             spec: ProcessSpec::from_argv(&["mybot".to_owned()]).unwrap(),
             stop_signal: 15,
             stop_grace: Duration::from_secs(2),
+            wine: None,
         });
     });
     h.start().advance(Duration::from_millis(300));
@@ -748,6 +751,7 @@ fn an_acknowledged_stall_whose_bot_is_still_silent_is_recovered_at_once() {
             spec: ProcessSpec::from_argv(&["mybot".to_owned()]).unwrap(),
             stop_signal: 15,
             stop_grace: Duration::from_secs(2),
+            wine: None,
         });
         s.stall.timeout_ms = 5_000;
         s.recovery.restart_bot.budget = 0; // spent: only a person can be asked
@@ -776,6 +780,7 @@ fn an_acknowledged_disconnect_is_relogged_at_once() {
             spec: ProcessSpec::from_argv(&["mybot".to_owned()]).unwrap(),
             stop_signal: 15,
             stop_grace: Duration::from_secs(2),
+            wine: None,
         });
         s.recovery.relog.budget = 0; // spent: only a person can be asked
     });
@@ -811,4 +816,25 @@ fn an_acknowledged_disconnect_is_relogged_at_once() {
         Some("relog")
     );
     assert_eq!(h.status().health, Health::Healthy);
+}
+
+#[test]
+fn a_wine_client_is_stopped_with_its_whole_prefix_before_it_starts_again() {
+    let mut h = Harness::new(|s| {
+        if let Some(client) = &mut s.client {
+            client.wine = Some(crate::settings::WineSettings {
+                prefix: "/srv/ms11/prefix-main".into(),
+                server: "wineserver".into(),
+            });
+        }
+    });
+    h.start().advance(Duration::from_millis(300));
+    h.command("operator: restart", SessionCommand::Restart).unwrap();
+    h.exit("client", 1001, None, Some(15));
+    // winedbg and its dialog live outside the client's process group: the new client
+    // starts only once `wineserver -k` has ended the prefix.
+    assert!(!h.session.client.running(), "not restarted before the prefix is gone");
+    h.exit("wineserver", 1002, Some(0), None);
+    h.advance(Duration::from_millis(300));
+    insta::assert_snapshot!(h.transcript());
 }

@@ -1,0 +1,188 @@
+//! The real client's platform: a Windows program (`crates/ms11-sim/win32`) under Wine
+//! on Xvfb, supervised by the real runner. A crash brings up winedbg's "Program Error"
+//! dialog and a "Wine Debugger" console in processes of their own; every crash must be
+//! one incident and one restart, and leave no process or window behind.
+//!
+//! Needs Xvfb, Wine and mingw: without them these tests say why and skip, unless
+//! `MS11_REQUIRE` names `wine` (CI), where they fail instead.
+
+#![allow(clippy::unwrap_used, clippy::print_stderr)]
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use ms11_e2e::{Display, Session};
+use ms11_sim::ScenarioOptions;
+use ms11_sim::win32;
+use serde_json::Value;
+
+const T: Duration = Duration::from_secs(60);
+
+/// A display, a built test client and a fresh prefix, or why not.
+struct WineSetup {
+    display: Display,
+    exe: PathBuf,
+    prefix: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+fn wine_setup(test: &str, crash_dialog: bool) -> Option<WineSetup> {
+    let required = std::env::var("MS11_REQUIRE")
+        .unwrap_or_default()
+        .split(',')
+        .any(|need| need.trim() == "wine");
+    let display = match Display::start(400..500) {
+        Ok(display) => display,
+        Err(why) if required => panic!("{test}: MS11_REQUIRE names wine, but {why}"),
+        Err(why) => {
+            eprintln!("skipped {test}: {why}");
+            return None;
+        }
+    };
+    if let Some(why) = win32::missing_tools() {
+        assert!(!required, "{test}: MS11_REQUIRE names wine, but {why}");
+        eprintln!("skipped {test}: {why}");
+        return None;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let exe = win32::build_test_client(dir.path()).unwrap();
+    let prefix = dir.path().join("prefix");
+    let started = Instant::now();
+    win32::create_prefix(&prefix, &display.display, crash_dialog).unwrap();
+    eprintln!("{test}: Wine prefix created in {:?}", started.elapsed());
+    Some(WineSetup {
+        display,
+        exe,
+        prefix,
+        _dir: dir,
+    })
+}
+
+fn count(s: &Session, pred: impl Fn(&Value) -> bool) -> usize {
+    s.events().iter().filter(|v| pred(v)).count()
+}
+
+/// Waits until the client passed its readiness check.
+fn wait_ready(s: &Session) {
+    let end = Instant::now() + T;
+    while s.status()["client"]["ready"] != true {
+        assert!(
+            Instant::now() < end,
+            "the client did not become ready: {}",
+            s.status()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// What a crash of a Wine program leaves when nobody cleans up.
+fn leftovers(display: &str) -> (Vec<(u32, String)>, Vec<String>) {
+    let mut processes = win32::processes_named("winedbg");
+    processes.extend(win32::processes_named("conhost.exe"));
+    let windows = win32::window_titles(display)
+        .unwrap()
+        .into_iter()
+        .filter(|t| t.contains("Program Error") || t.contains("Wine Debugger"))
+        .collect();
+    (processes, windows)
+}
+
+#[test]
+fn ten_wine_crashes_are_ten_incidents_ten_restarts_and_leave_nothing_behind() {
+    let test = "ten_wine_crashes_are_ten_incidents_ten_restarts_and_leave_nothing_behind";
+    let Some(wine) = wine_setup(test, true) else {
+        return;
+    };
+    let options = ScenarioOptions {
+        window: true,
+        wine_client: Some((wine.exe.clone(), wine.prefix.clone())),
+        breaker_max: 50,
+        ..ScenarioOptions::default()
+    };
+    let mut s = Session::new(options).with_display(&wine.display.display);
+    s.start_runner();
+    wait_ready(&s);
+    let crashes = 10;
+    let mut recover_ms = Vec::new();
+    let mut most_left_during = 0;
+    for n in 1..=crashes {
+        let before = count(&s, |v| v["event"] == "recovered");
+        let crashed = Instant::now();
+        s.client_command("crash");
+        let end = Instant::now() + T;
+        while count(&s, |v| v["event"] == "recovered") <= before {
+            assert!(Instant::now() < end, "crash {n} was not recovered");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        recover_ms.push(crashed.elapsed().as_millis());
+        wait_ready(&s);
+        let (processes, windows) = leftovers(&wine.display.display);
+        most_left_during = most_left_during.max(processes.len() + windows.len());
+        assert!(
+            processes.is_empty() && windows.is_empty(),
+            "after crash {n}: left behind {processes:?} {windows:?}"
+        );
+    }
+    let incidents = count(&s, |v| v["event"] == "incident");
+    let restarts = count(&s, |v| {
+        v["event"] == "attempt" && v["strategy"] == "restart"
+    });
+    let starts = count(&s, |v| v["event"] == "client_started");
+    let dialogs = count(&s, |v| {
+        v["event"] == "evidence" && v["kind"] == "error_dialog"
+    }) + count(&s, |v| {
+        v["event"] == "incident" && v["kind"] == "error_dialog"
+    });
+    recover_ms.sort_unstable();
+    eprintln!(
+        "wine: {crashes} crashes, {incidents} incidents, {restarts} restarts, {starts} client starts, \
+         {dialogs} crash dialogs seen, crash → recovered p50 {} ms max {} ms, leftovers after each: {most_left_during}",
+        recover_ms[recover_ms.len() / 2],
+        recover_ms[recover_ms.len() - 1]
+    );
+    assert_eq!(incidents, crashes, "one incident per crash");
+    assert_eq!(restarts, crashes, "one restart per crash");
+    assert_eq!(starts, crashes + 1, "the first start and one per crash");
+    assert_eq!(s.stop_runner(), Some(0));
+    let (processes, windows) = leftovers(&wine.display.display);
+    assert!(
+        processes.is_empty() && windows.is_empty(),
+        "{processes:?} {windows:?}"
+    );
+    assert!(
+        win32::processes_named("swg_test_client").is_empty(),
+        "the client is gone after the runner stopped"
+    );
+    s.assert_nothing_lost_or_repeated();
+}
+
+#[test]
+fn without_the_crash_dialog_a_wine_crash_is_an_exit_and_recovered_at_once() {
+    let test = "without_the_crash_dialog_a_wine_crash_is_an_exit_and_recovered_at_once";
+    let Some(wine) = wine_setup(test, false) else {
+        return;
+    };
+    let options = ScenarioOptions {
+        window: true,
+        wine_client: Some((wine.exe.clone(), wine.prefix.clone())),
+        ..ScenarioOptions::default()
+    };
+    let mut s = Session::new(options).with_display(&wine.display.display);
+    s.start_runner();
+    wait_ready(&s);
+    s.client_command("crash");
+    let incident = s.wait_for("the crash's incident", T, |v| v["event"] == "incident");
+    let id = incident["incident"].as_str().unwrap().to_owned();
+    let recovered = s.wait_event("recovered", &[("incident", &id)], T);
+    assert_eq!(recovered["strategy"], "restart");
+    wait_ready(&s);
+    let record = s.incident(&id);
+    assert_eq!(record.kind, ms11_state::IncidentKind::Crash, "{record:?}");
+    assert_eq!(count(&s, |v| v["event"] == "incident"), 1);
+    let (processes, windows) = leftovers(&wine.display.display);
+    assert!(
+        processes.is_empty() && windows.is_empty(),
+        "{processes:?} {windows:?}"
+    );
+    assert_eq!(s.stop_runner(), Some(0));
+}
