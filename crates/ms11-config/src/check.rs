@@ -1,9 +1,10 @@
 //! `config check`: semantic checks beyond what parsing catches.
 
 use std::collections::HashSet;
+use std::path::{Path, PathBuf};
 
 use crate::load::{ConfigProblem, LoadedConfig};
-use crate::model::ReadyKind;
+use crate::model::{ProcessConfig, ReadyKind};
 
 /// The built-in strategy names.
 pub const BUILTIN_STRATEGIES: &[&str] = &["restart", "relog", "manual", "restore"];
@@ -56,6 +57,15 @@ impl LoadedConfig {
                     format!("`{}` is used by another session", file.display()),
                 );
             }
+            if session.pipeline.is_empty() {
+                add(
+                    key("pipeline"),
+                    format!(
+                        "must name at least one strategy (e.g. {:?})",
+                        crate::default_pipeline()
+                    ),
+                );
+            }
             for strategy in &session.pipeline {
                 if !BUILTIN_STRATEGIES.contains(&strategy.as_str())
                     && !extra_strategies.contains(strategy)
@@ -74,11 +84,16 @@ impl LoadedConfig {
             }
             for (role, process) in [("client", &session.client), ("bot", &session.bot)] {
                 if let Some(p) = process {
-                    if p.command.is_empty() {
-                        add(
+                    match p.command.first() {
+                        None => add(
                             key(&format!("{role}.command")),
                             "must name a program".into(),
-                        );
+                        ),
+                        Some(program) => {
+                            if let Err(why) = program_problem(program, p) {
+                                add(key(&format!("{role}.command")), why);
+                            }
+                        }
                     }
                     if !(0.0..=3600.0).contains(&p.stop_grace_secs) {
                         add(
@@ -111,4 +126,63 @@ impl LoadedConfig {
         }
         problems
     }
+}
+
+/// Whether `program` can be started: a path (it has a slash) must be an executable
+/// file; a bare name must be found as one on `PATH` (the process's own `PATH` from
+/// its `env` when it sets one).
+fn program_problem(program: &str, process: &ProcessConfig) -> Result<PathBuf, String> {
+    if program.contains('/') {
+        let path = match &process.cwd {
+            Some(cwd) if Path::new(program).is_relative() => cwd.join(program),
+            _ => PathBuf::from(program),
+        };
+        return match std::fs::metadata(&path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Err(format!("program `{program}` does not exist"))
+            }
+            Err(e) => Err(format!("program `{program}` cannot be read: {e}")),
+            Ok(meta) if !meta.is_file() => Err(format!("program `{program}` is not a file")),
+            Ok(meta) if !is_executable(&meta) => {
+                Err(format!("program `{program}` is not executable"))
+            }
+            Ok(_) => Ok(path),
+        };
+    }
+    let search = process
+        .env
+        .get("PATH")
+        .map(std::ffi::OsString::from)
+        .or_else(|| std::env::var_os("PATH"))
+        .unwrap_or_default();
+    let mut found_not_executable = None;
+    for dir in std::env::split_paths(&search) {
+        let candidate = dir.join(program);
+        if let Ok(meta) = std::fs::metadata(&candidate)
+            && meta.is_file()
+        {
+            if is_executable(&meta) {
+                return Ok(candidate);
+            }
+            found_not_executable.get_or_insert(candidate);
+        }
+    }
+    Err(match found_not_executable {
+        Some(path) => format!(
+            "program `{program}` found on PATH at `{}` is not executable",
+            path.display()
+        ),
+        None => format!("program `{program}` not found on PATH"),
+    })
+}
+
+#[cfg(unix)]
+fn is_executable(meta: &std::fs::Metadata) -> bool {
+    use std::os::unix::fs::PermissionsExt as _;
+    meta.permissions().mode() & 0o111 != 0
+}
+
+#[cfg(not(unix))]
+fn is_executable(_meta: &std::fs::Metadata) -> bool {
+    true
 }

@@ -138,8 +138,14 @@ pub enum Command {
 /// `config` actions.
 #[derive(Debug, Subcommand, Clone, Copy)]
 pub enum ConfigAction {
-    /// Print the merged configuration and where each value came from.
-    Show,
+    /// Print the merged configuration and where each value came from. Values of keys
+    /// named like secrets (password, token, secret, key, webhook URLs) are shown as
+    /// `[redacted]`.
+    Show {
+        /// Show secret values as they are.
+        #[arg(long)]
+        show_secrets: bool,
+    },
     /// Validate the configuration; exit 6 when something is wrong.
     Check,
 }

@@ -64,9 +64,15 @@ pub fn run_cli(args: Vec<OsString>) -> ExitCode {
     }
 }
 
-#[allow(clippy::print_stderr)]
+/// Prints an error to stderr, secrets redacted (an error may echo a config line or a
+/// `--set` value). A closed stderr is ignored.
 fn eprintln_error(message: &str) {
-    eprintln!("ms11-recovery: error: {message}");
+    use std::io::Write as _;
+    let _ = writeln!(
+        std::io::stderr().lock(),
+        "ms11-recovery: error: {}",
+        ms11_redact::redact(message)
+    );
 }
 
 fn load_config(global: &GlobalArgs) -> Result<LoadedConfig> {
@@ -74,6 +80,7 @@ fn load_config(global: &GlobalArgs) -> Result<LoadedConfig> {
         file: global.config.clone(),
         overrides: global.overrides.clone(),
         use_env: true,
+        env: Vec::new(),
     })
     .map_err(|e| Failure::new(ExitCode::Config, e.to_string()).into())
 }
@@ -124,8 +131,8 @@ fn dispatch(cli: &Cli) -> Result<ExitCode> {
             &mut out,
         ),
         Command::Config {
-            action: ConfigAction::Show,
-        } => commands::config_show(&loaded, &mut out),
+            action: ConfigAction::Show { show_secrets },
+        } => commands::config_show(&loaded, *show_secrets, &mut out),
         Command::Config {
             action: ConfigAction::Check,
         } => {
