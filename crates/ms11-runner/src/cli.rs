@@ -88,7 +88,11 @@ pub enum LogFormat {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Supervise the configured sessions until stopped (SIGTERM/SIGINT save and stop).
+    /// Supervise the configured sessions until stopped (SIGTERM/SIGINT save and stop)
+    ///
+    /// SIGTERM or Ctrl-C: save, stop the bot and the client gracefully, exit 0. A second
+    /// Ctrl-C stops at once (exit 130). SIGHUP reads the configuration again: what can
+    /// change live is applied, what needs a restart is logged (docs/operations.md).
     Run,
     /// Load the saved session and show what would continue; fails if there is none.
     Recover,

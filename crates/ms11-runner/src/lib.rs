@@ -75,7 +75,8 @@ fn eprintln_error(message: &str) {
     );
 }
 
-fn load_config(global: &GlobalArgs) -> Result<LoadedConfig> {
+/// Loads the configuration the way the command line says (also on SIGHUP).
+pub(crate) fn load_config(global: &GlobalArgs) -> Result<LoadedConfig> {
     ms11_config::load(&ConfigSources {
         file: global.config.clone(),
         overrides: global.overrides.clone(),
