@@ -84,16 +84,11 @@ impl LoadedConfig {
             }
             for (role, process) in [("client", &session.client), ("bot", &session.bot)] {
                 if let Some(p) = process {
-                    match p.command.first() {
-                        None => add(
+                    if p.command.is_empty() {
+                        add(
                             key(&format!("{role}.command")),
                             "must name a program".into(),
-                        ),
-                        Some(program) => {
-                            if let Err(why) = program_problem(program, p) {
-                                add(key(&format!("{role}.command")), why);
-                            }
-                        }
+                        );
                     }
                     if !(0.0..=3600.0).contains(&p.stop_grace_secs) {
                         add(
@@ -122,6 +117,32 @@ impl LoadedConfig {
             }
             if let Err(e) = ms11_detect::PatternSet::from_config(&config.log_patterns_of(session)) {
                 add(key("log_patterns"), e.to_string());
+            }
+        }
+        problems
+    }
+
+    /// The client and bot programs that cannot be started now: not found (on `PATH`
+    /// for a bare name), not a file, or not executable. `config check` reports them as
+    /// errors; `run` only warns, since a program may appear later (a mounted drive, an
+    /// install under way) and a start that fails is an incident retried on schedule.
+    pub fn check_programs(&self) -> Vec<ConfigProblem> {
+        let mut problems = Vec::new();
+        for (i, session) in self.config.sessions().iter().enumerate() {
+            for (role, process) in [("client", &session.client), ("bot", &session.bot)] {
+                let Some(p) = process else { continue };
+                let Some(program) = p.command.first() else {
+                    continue;
+                };
+                if let Err(message) = program_problem(program, p) {
+                    let key = format!("session.{i}.{role}.command");
+                    let path: Vec<String> = key.split('.').map(str::to_owned).collect();
+                    problems.push(ConfigProblem {
+                        location: self.origin_of(&path),
+                        key,
+                        message,
+                    });
+                }
             }
         }
         problems

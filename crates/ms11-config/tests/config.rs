@@ -69,10 +69,10 @@ name = "main"
 client_log = "logs/client.log"
 pipeline = ["restart", "relog", "manual", "restore"]
 [session.client]
-command = ["sh", "-c", "exec sleep 60"]
+command = ["sim-client", "--log", "logs/client.log"]
 stop_grace_secs = 2
 [session.bot]
-command = ["sh"]
+command = ["sim-bot"]
 [session.ready]
 kind = "log_line"
 pattern = "Login successful"
@@ -82,7 +82,7 @@ timeout_ms = 5000
 [[session]]
 name = "alt"
 [session.client]
-command = ["sh"]
+command = ["sim-client"]
 [session.ready]
 kind = "delay"
 delay_ms = 500
@@ -335,10 +335,11 @@ fn check_refuses_an_empty_pipeline_and_programs_that_cannot_run() {
          [[session]]\nname = \"b\"\n[session.client]\ncommand = [\"ms11-no-such-program\"]\n[session.bot]\ncommand = [\"./missing\"]\n[session.ready]\nkind = \"delay\"\n\
          [[session]]\nname = \"c\"\n[session.client]\ncommand = [\"sh\", \"-c\", \"true\"]\n[session.ready]\nkind = \"delay\"\n",
     );
-    let problems: Vec<String> = from_file(&path)
-        .unwrap()
+    let loaded = from_file(&path).unwrap();
+    let problems: Vec<String> = loaded
         .check(&[])
         .iter()
+        .chain(&loaded.check_programs())
         .map(|p| scrub(&p.to_string(), &dir))
         .collect();
     insta::assert_snapshot!(problems.join("\n"), @r#"

@@ -192,7 +192,8 @@ pub fn config_check(
     extra_strategies: &[String],
     out: &mut Output,
 ) -> Result<ExitCode> {
-    let problems = loaded.check(extra_strategies);
+    let mut problems = loaded.check(extra_strategies);
+    problems.extend(loaded.check_programs());
     if problems.is_empty() {
         out.emit("configuration OK", &json!({"ok": true, "problems": []}))?;
         return Ok(ExitCode::Ok);

@@ -380,3 +380,20 @@ fn error_messages_never_echo_a_secret() {
         "{err}"
     );
 }
+
+#[test]
+fn config_check_refuses_an_empty_pipeline_and_a_missing_client_program() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("ms11.toml"),
+        "[[session]]\nname = \"main\"\npipeline = []\n[session.client]\ncommand = [\"./bin/client\"]\n[session.ready]\nkind = \"delay\"\n",
+    )
+    .unwrap();
+    let (code, out, err) = run(dir.path(), &["--config", "ms11.toml", "config", "check"]);
+    assert_eq!(code, 6, "{err}");
+    insta::assert_snapshot!(out, @r#"
+    configuration has 2 problem(s):
+      - ms11.toml:3: `session.0.pipeline`: must name at least one strategy (e.g. ["restart", "relog", "manual", "restore"])
+      - ms11.toml:5: `session.0.client.command`: program `./bin/client` does not exist
+    "#);
+}

@@ -52,6 +52,9 @@ pub fn run(loaded: &LoadedConfig, global: &GlobalArgs) -> Result<ExitCode> {
         )
         .into());
     }
+    for problem in loaded.check_programs() {
+        warn!(event = "program_missing", problem = %problem, "a program cannot be started now; its start is retried as an incident");
+    }
     if sessions
         .iter()
         .all(|(_, s)| s.client.is_none() && s.bot.is_none())
