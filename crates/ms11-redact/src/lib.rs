@@ -125,14 +125,18 @@ fn rules() -> &'static Rules {
                 "${1}[redacted]",
             ),
             // HTTP credentials.
-            (r"(?i)\b(bearer|basic)(\s+)[A-Za-z0-9._~+/=-]{6,}", "${1}${2}[redacted]"),
+            // (A credential has a digit somewhere: "a basic string" is prose.)
+            (
+                r"(?i)\b(bearer|basic)(\s+)[A-Za-z0-9._~+/-]*[0-9][A-Za-z0-9._~+/=-]*",
+                "${1}${2}[redacted]",
+            ),
         ]
         .into_iter()
         .filter_map(|(re, with)| Regex::new(re).ok().map(|r| (r, with)))
         .collect();
         // key = value, key: value, "key": "value", key="a b", \"key\": \"value\".
         let key_value = Regex::new(
-            r#"(?i)(\b[a-z0-9_-]*?(?:password|passwd|passphrase|pass|pwd|secret|token|apikey|api[_-]?key|session[_-]?key|private[_-]?key|access[_-]?key|[_-]key|auth|authorization|credentials?))(\\?["']?)(\s*[=:]\s*)(?:(\\?")(?:[^"\\]|\\[^"])*(\\?")|(')[^']*(')|([^\s"'`&,;}\]\)]+))"#,
+            r#"(?im)(\b[a-z0-9_-]*?(?:password|passwd|passphrase|pass|pwd|secret|token|apikey|api[_-]?key|session[_-]?key|private[_-]?key|access[_-]?key|[_-]key|auth|authorization|credentials?))(\\?["']?)(\s*[=:]\s*)(?:(\\?")(?:[^"\\\n]|\\[^"])*(\\?"|$)|(')[^'\n]*('|$)|([^\s"'`&,;}\]\)]+))"#,
         )
         .ok();
         // password hunter2 (no separator).
@@ -215,6 +219,10 @@ mod tests {
                 r#"{"message":"login password=\"[redacted]\" ok"}"#,
             ),
             ("password: 'a b c' then", "password: '[redacted]' then"),
+            (
+                "TOML parse error\n1 | password = \"hunter 2\n  |   ^\n",
+                "TOML parse error\n1 | password = \"[redacted]\n  |   ^\n",
+            ),
             ("my_password=s3cret", "my_password=[redacted]"),
             (
                 "ran `login --pass=x1` ok",
@@ -271,6 +279,11 @@ mod tests {
                 "https://hooks.slack.com/services/[redacted]",
             ),
             ("nothing secret here", "nothing secret here"),
+            ("invalid basic string", "invalid basic string"),
+            (
+                "Authorization: Basic dXNlcjpwYXNz1==",
+                "Authorization: [redacted] [redacted]",
+            ),
             (
                 "keep_generations = 3, save_interval: 60",
                 "keep_generations = 3, save_interval: 60",

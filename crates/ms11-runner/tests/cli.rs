@@ -379,6 +379,16 @@ fn error_messages_never_echo_a_secret() {
         !err.contains("hunter2") && !err.contains("SECRETTOKEN"),
         "{err}"
     );
+    // A parse error quotes the line it stopped at.
+    std::fs::write(
+        dir.path().join("broken.toml"),
+        "[plugins.config.x]\npassword = \"hunter2\n",
+    )
+    .unwrap();
+    let (code, _, err) = run(dir.path(), &["--config", "broken.toml", "config", "check"]);
+    assert_eq!(code, 6);
+    assert!(err.contains("TOML parse error"), "{err}");
+    assert!(!err.contains("hunter2"), "{err}");
 }
 
 #[test]
