@@ -164,8 +164,9 @@ pub enum ContinuePrevious {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct PluginsConfig {
-    /// Absolute directories searched (not recursively) for plugin libraries
-    /// (`lib*.so`). Each plugin runs in its own `ms11-plugin-host` child process.
+    /// Directories searched (not recursively) for plugin libraries (`lib*.so`); in the
+    /// config file relative to its directory, elsewhere absolute. Each plugin runs in
+    /// its own `ms11-plugin-host` child process.
     pub dirs: Vec<PathBuf>,
     /// Allow-list: plugin id → sha256 of its library. When not empty, other plugins and
     /// changed libraries are refused before they are loaded.

@@ -45,16 +45,26 @@ impl LoadedConfig {
         }) else {
             return;
         };
+        let from_file = |key: &str| self.written_in_file(key);
+        let mut config = self.config.clone();
+        // Plugin directories must be absolute: they resolve against the file's absolute
+        // directory even when it is the working directory.
+        if from_file("plugins.dirs")
+            && let Ok(absolute) = std::path::absolute(&base)
+        {
+            for dir in config.plugins.dirs.iter_mut().filter(|d| d.is_relative()) {
+                *dir = absolute.join(&*dir);
+            }
+        }
         if base == Path::new(".") {
+            self.config = config;
             return;
         }
-        let from_file = |key: &str| self.written_in_file(key);
         let fix = |p: &mut PathBuf| {
             if p.is_relative() {
                 *p = base.join(&*p);
             }
         };
-        let mut config = self.config.clone();
         if from_file("state_file") {
             fix(&mut config.state_file);
         }
@@ -63,9 +73,6 @@ impl LoadedConfig {
         }
         if from_file("plugins.host") {
             config.plugins.host.as_mut().map(fix);
-        }
-        if from_file("plugins.dirs") {
-            config.plugins.dirs.iter_mut().for_each(fix);
         }
         for (i, session) in config.session.iter_mut().enumerate() {
             let key = |k: &str| format!("session.{i}.{k}");

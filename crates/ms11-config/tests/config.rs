@@ -357,7 +357,7 @@ fn relative_paths_in_the_file_resolve_against_its_directory() {
     let path = write(
         &dir,
         "conf/ms11.toml",
-        "state_file = \"state/s.json\"\n[[session]]\nname = \"a\"\nclient_log = \"logs/c.log\"\n[session.client]\ncommand = [\"bin/client\", \"arg/x\"]\n[session.bot]\ncommand = [\"./bot\"]\ncwd = \"work\"\n",
+        "state_file = \"state/s.json\"\n[plugins]\ndirs = [\"plugins\"]\n[[session]]\nname = \"a\"\nclient_log = \"logs/c.log\"\n[session.client]\ncommand = [\"bin/client\", \"arg/x\"]\n[session.bot]\ncommand = [\"./bot\"]\ncwd = \"work\"\n",
     );
     let loaded = load(&ConfigSources {
         file: Some(path),
@@ -384,6 +384,8 @@ fn relative_paths_in_the_file_resolve_against_its_directory() {
         bot.command[0],
         base.join("work/./bot").display().to_string()
     );
+    assert_eq!(c.plugins.dirs, [base.join("plugins")]);
+    assert!(loaded.check(&[]).is_empty(), "{:?}", loaded.check(&[]));
     // From `--set` (or the environment): relative to the working directory.
     assert_eq!(c.control_socket, Some(PathBuf::from("run/s.sock")));
 }
