@@ -255,7 +255,8 @@ pub struct ProcessConfig {
     /// Program and arguments (`["./SwgClient_r.exe"]`). Never run through a shell. A
     /// program with a slash is a path, relative to `cwd` when set, else to the config
     /// file's directory; a bare name is looked up on `PATH`. `config check` refuses a
-    /// program that does not exist or is not executable.
+    /// program that does not exist or is not executable (`run` warns, and a start that
+    /// fails is an incident retried on schedule).
     pub command: Vec<String>,
     /// Working directory (default: the runner's). Relative to the config file's
     /// directory.
