@@ -1,9 +1,10 @@
 //! `config check`: semantic checks beyond what parsing catches.
 
 use std::collections::HashSet;
+use std::path::{Path, PathBuf};
 
 use crate::load::{ConfigProblem, LoadedConfig};
-use crate::model::ReadyKind;
+use crate::model::{ProcessConfig, ReadyKind};
 
 /// The built-in strategy names.
 pub const BUILTIN_STRATEGIES: &[&str] = &["restart", "relog", "manual", "restore"];
@@ -54,6 +55,15 @@ impl LoadedConfig {
                 add(
                     key("state_file"),
                     format!("`{}` is used by another session", file.display()),
+                );
+            }
+            if session.pipeline.is_empty() {
+                add(
+                    key("pipeline"),
+                    format!(
+                        "must name at least one strategy (e.g. {:?})",
+                        crate::default_pipeline()
+                    ),
                 );
             }
             for strategy in &session.pipeline {
@@ -111,4 +121,106 @@ impl LoadedConfig {
         }
         problems
     }
+
+    /// The client and bot programs that cannot be started now: not found (on `PATH`
+    /// for a bare name), not a file, or not executable. `config check` reports them as
+    /// errors; `run` only warns, since a program may appear later (a mounted drive, an
+    /// install under way) and a start that fails is an incident retried on schedule.
+    pub fn check_programs(&self) -> Vec<ConfigProblem> {
+        let mut problems = Vec::new();
+        for (i, session) in self.config.sessions().iter().enumerate() {
+            for (role, process) in [("client", &session.client), ("bot", &session.bot)] {
+                let Some(p) = process else { continue };
+                let Some(program) = p.command.first() else {
+                    continue;
+                };
+                // Under Wine the loader is what starts; the Windows program only has
+                // to exist (a `.exe` on a Windows drive need not be executable).
+                let problem = match &p.wine {
+                    Some(wine) => program_problem(&wine.binary, p).map(|_| ()).and_then(|()| {
+                        let exe = match &p.cwd {
+                            Some(cwd) if Path::new(program).is_relative() => cwd.join(program),
+                            _ => PathBuf::from(program),
+                        };
+                        let windows_path = program.contains('\\') || program.get(1..2) == Some(":");
+                        if exe.is_file() || windows_path {
+                            Ok(())
+                        } else {
+                            Err(format!("Windows program `{program}` does not exist"))
+                        }
+                    }),
+                    None => program_problem(program, p).map(|_| ()),
+                };
+                if let Err(message) = problem {
+                    let key = format!("session.{i}.{role}.command");
+                    let path: Vec<String> = key.split('.').map(str::to_owned).collect();
+                    problems.push(ConfigProblem {
+                        location: self.origin_of(&path),
+                        key,
+                        message,
+                    });
+                }
+            }
+        }
+        problems
+    }
+}
+
+/// Whether `program` can be started: a path (it has a slash) must be an executable
+/// file; a bare name must be found as one on `PATH` (the process's own `PATH` from
+/// its `env` when it sets one).
+fn program_problem(program: &str, process: &ProcessConfig) -> Result<PathBuf, String> {
+    if program.contains('/') {
+        let path = match &process.cwd {
+            Some(cwd) if Path::new(program).is_relative() => cwd.join(program),
+            _ => PathBuf::from(program),
+        };
+        return match std::fs::metadata(&path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Err(format!("program `{program}` does not exist"))
+            }
+            Err(e) => Err(format!("program `{program}` cannot be read: {e}")),
+            Ok(meta) if !meta.is_file() => Err(format!("program `{program}` is not a file")),
+            Ok(meta) if !is_executable(&meta) => {
+                Err(format!("program `{program}` is not executable"))
+            }
+            Ok(_) => Ok(path),
+        };
+    }
+    let search = process
+        .env
+        .get("PATH")
+        .map(std::ffi::OsString::from)
+        .or_else(|| std::env::var_os("PATH"))
+        .unwrap_or_default();
+    let mut found_not_executable = None;
+    for dir in std::env::split_paths(&search) {
+        let candidate = dir.join(program);
+        if let Ok(meta) = std::fs::metadata(&candidate)
+            && meta.is_file()
+        {
+            if is_executable(&meta) {
+                return Ok(candidate);
+            }
+            found_not_executable.get_or_insert(candidate);
+        }
+    }
+    Err(match found_not_executable {
+        Some(path) => format!(
+            "program `{program}` found on PATH at `{}` is not executable",
+            path.display()
+        ),
+        None => format!("program `{program}` not found on PATH"),
+    })
+}
+
+#[cfg(unix)]
+fn is_executable(meta: &std::fs::Metadata) -> bool {
+    use std::os::unix::fs::PermissionsExt as _;
+    meta.permissions().mode() & 0o111 != 0
+}
+
+#[cfg(not(unix))]
+fn is_executable(_meta: &std::fs::Metadata) -> bool {
+    true
 }

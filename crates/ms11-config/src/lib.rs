@@ -9,17 +9,20 @@
 mod check;
 mod load;
 mod model;
+mod paths;
 mod reference;
 mod show;
 mod signals;
 
 pub use check::BUILTIN_STRATEGIES;
 pub use load::{
-    ConfigError, ConfigProblem, ConfigSources, DEFAULT_TOML, LoadedConfig, TOP_LEVEL_KEYS, load,
+    ConfigError, ConfigProblem, ConfigSources, DEFAULT_TOML, LoadedConfig, MAX_NESTING,
+    NON_CONFIG_ENV, TOP_LEVEL_KEYS, load,
 };
 pub use model::{
     Config, ContinuePrevious, CrashDetection, PluginsConfig, ProcessConfig, ReadyConfig, ReadyKind,
     SessionConfig, SessionTracking, StateBackend, WineConfig, default_pipeline,
 };
 pub use reference::reference_markdown;
+pub use show::redact_secret_values;
 pub use signals::signal_number;

@@ -4,8 +4,9 @@
 
 use std::path::{Path, PathBuf};
 
-use figment::providers::{Env, Format, Serialized, Toml, Yaml};
-use figment::{Figment, Metadata, Source};
+use figment::providers::{Format, Serialized, Toml, Yaml};
+use figment::value::{Dict, Map, Value};
+use figment::{Figment, Metadata, Profile, Provider, Source};
 use thiserror::Error;
 
 use crate::model::Config;
@@ -31,6 +32,28 @@ pub const TOP_LEVEL_KEYS: &[&str] = &[
     "session",
 ];
 
+/// `MS11_*` environment variables that belong to other parts of the project (the
+/// runner's `--config`, the plugin host, the test and benchmark tools), not to the
+/// configuration. Any other `MS11_*` variable must name a configuration key.
+pub const NON_CONFIG_ENV: &[&str] = &[
+    "MS11_CONFIG",
+    "MS11_PLUGIN_HOST",
+    "MS11_REQUIRE",
+    "MS11_E2E_KEEP",
+    "MS11_PAIRED_ROUNDS",
+    "MS11_KILL9_ITERATIONS",
+    "MS11_SAVER_DIR",
+    "MS11_PDEATHSIG_HELPER",
+];
+
+/// Prefixes of `MS11_*` variables that belong to the project's tools (benchmarks).
+const NON_CONFIG_ENV_PREFIXES: &[&str] = &["MS11_BENCH_"];
+
+/// The longest nesting (of brackets, braces or YAML block levels) a config file may
+/// have. Deeper files are refused before they reach the parser, whose time grows
+/// faster than the depth.
+pub const MAX_NESTING: usize = 128;
+
 /// Where the configuration comes from.
 #[derive(Debug, Clone, Default)]
 pub struct ConfigSources {
@@ -38,8 +61,11 @@ pub struct ConfigSources {
     pub file: Option<PathBuf>,
     /// `KEY=VALUE` overrides from the command line, in order.
     pub overrides: Vec<String>,
-    /// Read `MS11_*` environment variables.
+    /// Read `MS11_*` environment variables of this process.
     pub use_env: bool,
+    /// `MS11_*` variables given explicitly (`NAME`, `VALUE`), read after the process's
+    /// own with the same rules (tests, and callers that filter the environment).
+    pub env: Vec<(String, String)>,
 }
 
 /// A loaded configuration and the layers it came from (for `config show`).
@@ -86,8 +112,20 @@ pub enum ConfigError {
         #[source]
         source: std::io::Error,
     },
-    /// A `--set` argument is not `KEY=VALUE`.
-    #[error("`--set {0}`: expected KEY=VALUE (e.g. --set save_interval=60)")]
+    /// The file nests deeper than [`MAX_NESTING`].
+    #[error(
+        "config file `{path}`: line {line}: nested deeper than {max} levels; refusing to parse it"
+    )]
+    TooDeep {
+        /// The file.
+        path: PathBuf,
+        /// The 1-based line where the limit was passed.
+        line: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A `--set` argument is not `KEY=VALUE` (secrets in it redacted).
+    #[error("`--set {}`: expected KEY=VALUE (e.g. --set save_interval=60)", ms11_redact::redact(.0))]
     BadOverride(String),
     /// Keys or values are wrong.
     #[error("invalid configuration:\n{}", .0.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
@@ -121,6 +159,13 @@ pub fn load(sources: &ConfigSources) -> Result<LoadedConfig, ConfigError> {
             .extension()
             .and_then(|e| e.to_str())
             .is_some_and(|e| e.eq_ignore_ascii_case("yaml") || e.eq_ignore_ascii_case("yml"));
+        if let Some(line) = too_deep(&text, is_yaml, MAX_NESTING) {
+            return Err(ConfigError::TooDeep {
+                path: path.clone(),
+                line,
+                max: MAX_NESTING,
+            });
+        }
         figment = if is_yaml {
             figment.merge(Yaml::file_exact(path))
         } else {
@@ -128,11 +173,41 @@ pub fn load(sources: &ConfigSources) -> Result<LoadedConfig, ConfigError> {
         };
         file_text = Some(text);
     }
+    let mut variables: Vec<(String, String)> = Vec::new();
     if sources.use_env {
-        figment = figment.merge(Env::prefixed("MS11_").split("__").filter(|key| {
-            let first = key.as_str().split('.').next().unwrap_or_default();
-            TOP_LEVEL_KEYS.contains(&first)
+        variables.extend(std::env::vars_os().filter_map(|(k, v)| {
+            let k = k.into_string().ok()?;
+            k.starts_with("MS11_")
+                .then(|| (k, v.to_string_lossy().into_owned()))
         }));
+    }
+    variables.extend(sources.env.iter().cloned());
+    let mut problems = Vec::new();
+    for (name, value) in variables {
+        match env_key(&name) {
+            EnvKey::NotConfig => {}
+            EnvKey::Key(key) => {
+                figment = figment.merge(EnvVar {
+                    name,
+                    key,
+                    value: value.trim().to_owned(),
+                });
+            }
+            EnvKey::Unknown(first) => {
+                let mut message = format!("unknown environment variable `{name}`");
+                if let Some(best) = did_you_mean(&first, TOP_LEVEL_KEYS) {
+                    message.push_str(&format!(
+                        " (did you mean `MS11_{}`?)",
+                        best.to_ascii_uppercase()
+                    ));
+                }
+                problems.push(ConfigProblem {
+                    key: String::new(),
+                    location: format!("environment variable {name}"),
+                    message,
+                });
+            }
+        }
     }
     for item in &sources.overrides {
         let (key, value) = item
@@ -142,19 +217,164 @@ pub fn load(sources: &ConfigSources) -> Result<LoadedConfig, ConfigError> {
         figment = figment.merge(Serialized::default(key.trim(), parse_value(value.trim())));
     }
     match figment.extract::<Config>() {
-        Ok(config) => Ok(LoadedConfig {
-            config,
-            figment,
-            file: sources.file.clone(),
-            file_text,
-        }),
-        Err(errors) => Err(ConfigError::Invalid(
-            errors
-                .into_iter()
-                .map(|e| problem_from(&e, file_text.as_deref()))
-                .collect(),
-        )),
+        Ok(config) if problems.is_empty() => {
+            let mut loaded = LoadedConfig {
+                config,
+                figment,
+                file: sources.file.clone(),
+                file_text,
+            };
+            loaded.resolve_relative_paths();
+            Ok(loaded)
+        }
+        Ok(_) => Err(ConfigError::Invalid(problems)),
+        Err(errors) => {
+            problems.extend(
+                errors
+                    .into_iter()
+                    .map(|e| problem_from(&e, file_text.as_deref())),
+            );
+            Err(ConfigError::Invalid(problems))
+        }
     }
+}
+
+/// What an `MS11_*` variable is.
+enum EnvKey {
+    /// Not configuration (see [`NON_CONFIG_ENV`]) or not `MS11_*` at all.
+    NotConfig,
+    /// A configuration key, dotted (`crash_detection.enabled`).
+    Key(String),
+    /// `MS11_*`, but its first segment (given, lower-cased) is no top-level key.
+    Unknown(String),
+}
+
+/// The configuration key an `MS11_*` variable sets: the name after the prefix,
+/// lower-cased, nested keys joined by `__` (`MS11_CRASH_DETECTION__ENABLED`).
+fn env_key(name: &str) -> EnvKey {
+    let Some(rest) = name.strip_prefix("MS11_") else {
+        return EnvKey::NotConfig;
+    };
+    if NON_CONFIG_ENV.contains(&name) || NON_CONFIG_ENV_PREFIXES.iter().any(|p| name.starts_with(p))
+    {
+        return EnvKey::NotConfig;
+    }
+    let key = rest
+        .to_ascii_lowercase()
+        .split("__")
+        .collect::<Vec<_>>()
+        .join(".");
+    let first = key.split('.').next().unwrap_or_default();
+    if TOP_LEVEL_KEYS.contains(&first) && !key.split('.').any(str::is_empty) {
+        EnvKey::Key(key)
+    } else {
+        EnvKey::Unknown(first.to_owned())
+    }
+}
+
+/// One `MS11_*` variable as a configuration layer, named after the variable so errors
+/// and `config show` name it.
+struct EnvVar {
+    name: String,
+    key: String,
+    value: String,
+}
+
+impl Provider for EnvVar {
+    fn metadata(&self) -> Metadata {
+        Metadata::named(format!("environment variable {}", self.name))
+    }
+
+    fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
+        // The value parses like figment's own environment provider: numbers, booleans,
+        // arrays (`[1, 2]`), or text.
+        let value: Value = self
+            .value
+            .parse()
+            .unwrap_or_else(|never: std::convert::Infallible| match never {});
+        Serialized::default(&self.key, value).data()
+    }
+}
+
+/// The 1-based line where `text` nests deeper than `max`, if it does. Linear in the
+/// text: counts open brackets and braces outside strings and comments, and for YAML
+/// the block levels a line can open (its indentation and leading `- `/`? ` markers).
+pub(crate) fn too_deep(text: &str, yaml: bool, max: usize) -> Option<usize> {
+    let mut depth: usize = 0;
+    let mut line = 1;
+    let mut at_line_start = true;
+    let mut block = 0usize;
+    let mut quote: Option<u8> = None;
+    let mut escaped = false;
+    let mut comment = false;
+    let mut previous = b'\n';
+    for &byte in text.as_bytes() {
+        if byte == b'\n' {
+            line += 1;
+            at_line_start = true;
+            block = 0;
+            comment = false;
+            previous = byte;
+            // A YAML double-quoted or TOML basic string may span lines; a single-line
+            // string that never closed ends here.
+            if quote == Some(b'\'') && !yaml {
+                quote = None;
+            }
+            continue;
+        }
+        if comment {
+            continue;
+        }
+        if let Some(q) = quote {
+            if escaped {
+                escaped = false;
+            } else if q == b'"' && byte == b'\\' {
+                escaped = true;
+            } else if byte == q {
+                quote = None;
+            }
+            previous = byte;
+            continue;
+        }
+        if yaml && at_line_start {
+            match byte {
+                b' ' | b'\t' | b'-' | b'?' => {
+                    block += 1;
+                    if block + depth > max {
+                        return Some(line);
+                    }
+                    previous = byte;
+                    continue;
+                }
+                _ => {}
+            }
+        }
+        at_line_start = false;
+        match byte {
+            b'#' if previous.is_ascii_whitespace() || previous == b'\n' => comment = true,
+            b'"' => quote = Some(b'"'),
+            // In YAML a quote only opens a string at the start of a scalar.
+            b'\''
+                if !yaml
+                    || matches!(
+                        previous,
+                        b' ' | b'\t' | b'[' | b'{' | b',' | b':' | b'-' | b'\n'
+                    ) =>
+            {
+                quote = Some(b'\'')
+            }
+            b'[' | b'{' => {
+                depth += 1;
+                if depth + block > max {
+                    return Some(line);
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        previous = byte;
+    }
+    None
 }
 
 /// A `--set` value: TOML syntax (`60`, `true`, `["a", "b"]`, `"text"`), or plain text.
@@ -182,11 +402,25 @@ fn problem_from(error: &figment::Error, file_text: Option<&str>) -> ConfigProble
     }
     let key = path.join(".");
     let location = location_of(error.metadata.as_ref(), &path, file_text);
+    // An error may echo the value (`found string "..."`): never a secret's.
+    if ms11_redact::is_secret_key(&key) {
+        message = echoed_values()
+            .replace_all(&message, "${1}[redacted]${1}")
+            .into_owned();
+    }
+    let message = ms11_redact::redact(&message).into_owned();
     ConfigProblem {
         key,
         location,
         message,
     }
+}
+
+/// Quoted values in a parser's error message.
+fn echoed_values() -> &'static regex::Regex {
+    static QUOTED: std::sync::OnceLock<regex::Regex> = std::sync::OnceLock::new();
+    #[allow(clippy::unwrap_used)] // A constant, valid pattern.
+    QUOTED.get_or_init(|| regex::Regex::new(r#"(["`'])[^"`']*["`']"#).unwrap())
 }
 
 /// Where a value came from, as text: `file.toml:12`, `environment variable MS11_X`,
@@ -204,10 +438,7 @@ pub(crate) fn location_of(
             Some(line) => format!("{}:{line}", display(file)),
             None => display(file),
         },
-        _ if meta.name.contains("environment") => {
-            let var: Vec<String> = path.iter().map(|p| p.to_uppercase()).collect();
-            format!("environment variable MS11_{}", var.join("__"))
-        }
+        _ if meta.name.starts_with("environment variable") => meta.name.to_string(),
         _ if meta.name.contains("TOML source string") => "defaults".into(),
         _ => "--set".into(),
     }
@@ -253,7 +484,9 @@ pub(crate) fn line_of_key(text: &str, path: &[String]) -> Option<usize> {
                         .trim_start_matches('"')
                         .trim_start()
                         .starts_with(['=', ':', ']', '.'])
-            }) || bare.contains(&format!(".{segment}]"));
+            }) || (l.starts_with('[')
+                && (bare.contains(&format!(".{segment}]"))
+                    || bare.contains(&format!(".{segment}."))));
             is_key.then_some(i)
         })?;
         found = Some(at + 1);
@@ -320,6 +553,30 @@ mod tests {
             line_of_key(yaml, &["crash_detection".into(), "check_interval".into()]),
             Some(4)
         );
+    }
+
+    #[test]
+    fn environment_variables_name_keys_in_upper_case() {
+        assert!(matches!(env_key("MS11_SAVE_INTERVAL"), EnvKey::Key(k) if k == "save_interval"));
+        assert!(matches!(
+            env_key("MS11_CRASH_DETECTION__ENABLED"),
+            EnvKey::Key(k) if k == "crash_detection.enabled"
+        ));
+        assert!(matches!(env_key("MS11_CONFIG"), EnvKey::NotConfig));
+        assert!(matches!(env_key("MS11_BENCH_DIR"), EnvKey::NotConfig));
+        assert!(
+            matches!(env_key("MS11_SAVE_INTERVALL"), EnvKey::Unknown(k) if k == "save_intervall")
+        );
+    }
+
+    #[test]
+    fn nesting_is_measured_outside_strings_and_comments() {
+        assert_eq!(too_deep("a = [[1]]\n", false, 2), None);
+        assert_eq!(too_deep("a = 1\nb = [[[1]]]\n", false, 2), Some(2));
+        assert_eq!(too_deep("a = \"[[[[[\" # [[[[[\n", false, 2), None);
+        assert_eq!(too_deep("a:\n  b:\n    - - [x]\n", true, 9), None);
+        assert_eq!(too_deep("a:\n  b:\n    - - [x]\n", true, 6), Some(3));
+        assert_eq!(too_deep("a: don't [[[\n", true, 2), Some(1));
     }
 
     #[test]

@@ -16,7 +16,8 @@ pub struct Config {
     /// Every task checkpoint is saved at once as well.
     pub save_interval: u64,
     /// The state file of the first session (the seed's path). Older generations sit
-    /// beside it as `<file>.1`, `<file>.2`, ...
+    /// beside it as `<file>.1`, `<file>.2`, ... Relative to the config file's directory
+    /// when written in the config file (like every relative path there).
     pub state_file: PathBuf,
     /// Recover automatically when something goes wrong. When false, incidents are only
     /// recorded and reported.
@@ -39,7 +40,7 @@ pub struct Config {
     /// `yes` (always continue) or `no` (always start a new session).
     pub continue_previous: ContinuePrevious,
     /// The control socket used by `save`, `status`, `restart`, `relog`, `ack`. Default:
-    /// `ms11-recovery.sock` beside `state_file`.
+    /// `ms11-recovery.sock` beside `state_file`. Relative to the config file's directory.
     pub control_socket: Option<PathBuf>,
     /// Strategy plugins (see docs/plugins.md).
     pub plugins: PluginsConfig,
@@ -163,8 +164,9 @@ pub enum ContinuePrevious {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct PluginsConfig {
-    /// Absolute directories searched (not recursively) for plugin libraries
-    /// (`lib*.so`). Each plugin runs in its own `ms11-plugin-host` child process.
+    /// Directories searched (not recursively) for plugin libraries (`lib*.so`); in the
+    /// config file relative to its directory, elsewhere absolute. Each plugin runs in
+    /// its own `ms11-plugin-host` child process.
     pub dirs: Vec<PathBuf>,
     /// Allow-list: plugin id → sha256 of its library. When not empty, other plugins and
     /// changed libraries are refused before they are loaded.
@@ -189,17 +191,20 @@ pub struct SessionConfig {
     /// Name used in logs, commands (`--session NAME`) and incident ids.
     pub name: String,
     /// This session's state file. Default: the top-level `state_file` for the first
-    /// session, `<its directory>/<name>/session_state.json` for the others.
+    /// session, `<its directory>/<name>/session_state.json` for the others. Relative to
+    /// the config file's directory.
     pub state_file: Option<PathBuf>,
     /// The game client process.
     pub client: Option<ProcessConfig>,
     /// The bot process (speaks the agent protocol on its stdin/stdout).
     pub bot: Option<ProcessConfig>,
-    /// The client's log file, followed for error patterns.
+    /// The client's log file, followed for error patterns. Relative to the config
+    /// file's directory.
     pub client_log: Option<PathBuf>,
     /// How to tell that a (re)started client is ready.
     pub ready: ReadyConfig,
-    /// Recovery strategies in the order they are tried; plugin strategies by name.
+    /// Recovery strategies in the order they are tried; plugin strategies by name. At
+    /// least one.
     pub pipeline: Vec<String>,
     /// Log-pattern detector.
     pub log_patterns: LogPatternConfig,
@@ -247,9 +252,14 @@ pub fn default_pipeline() -> Vec<String> {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct ProcessConfig {
-    /// Program and arguments (`["./SwgClient_r.exe"]`). Never run through a shell.
+    /// Program and arguments (`["./SwgClient_r.exe"]`). Never run through a shell. A
+    /// program with a slash is a path, relative to `cwd` when set, else to the config
+    /// file's directory; a bare name is looked up on `PATH`. `config check` refuses a
+    /// program that does not exist or is not executable (`run` warns, and a start that
+    /// fails is an incident retried on schedule).
     pub command: Vec<String>,
-    /// Working directory (default: the runner's).
+    /// Working directory (default: the runner's). Relative to the config file's
+    /// directory.
     pub cwd: Option<PathBuf>,
     /// Extra environment variables.
     pub env: BTreeMap<String, String>,

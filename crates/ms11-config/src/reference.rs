@@ -22,7 +22,12 @@ Configuration is layered: built-in defaults (`config/default.toml`) < the config
 (`--config FILE`, TOML, or YAML with the seed's keys) < `MS11_*` environment variables \
 (nested keys joined by `__`, e.g. `MS11_SAVE_INTERVAL=60`, `MS11_CRASH_DETECTION__ENABLED=false`) \
 < `--set KEY=VALUE` on the command line. `ms11-recovery config show` prints every value with \
-its origin; `ms11-recovery config check` validates. Unknown keys are errors.\n\n\
+its origin; `ms11-recovery config check` validates. Unknown keys are errors, and so are \
+unknown `MS11_*` variables (other than `MS11_CONFIG`, `MS11_PLUGIN_HOST` and the project's tools' own). \
+Relative paths written in the config file (`state_file`, `control_socket`, `client_log`, `cwd`, \
+a `command` program with a slash, `crash_dump.dir`, `ack_file`, `plugins.dirs`) resolve against the \
+config file's directory; relative paths from `MS11_*` variables or `--set` resolve against the \
+working directory. Files nested deeper than 128 levels are refused before parsing.\n\n\
 Keys under `session.N.` belong to each `[[session]]` table.\n\n\
 | key | type | default | description |\n|---|---|---|---|\n",
     );

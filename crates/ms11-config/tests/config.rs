@@ -22,6 +22,7 @@ fn from_file(path: &Path) -> Result<ms11_config::LoadedConfig, ms11_config::Conf
         file: Some(path.to_path_buf()),
         overrides: vec![],
         use_env: false,
+        env: vec![],
     })
 }
 
@@ -41,7 +42,9 @@ fn the_seeds_example_yaml_loads_unchanged() {
     let loaded = from_file(&repo_root().join("config/seed-example.yaml")).unwrap();
     let c = &loaded.config;
     assert_eq!(c.save_interval, 300);
-    assert_eq!(c.state_file, PathBuf::from("tmp/session_state.json"));
+    // Relative to the config file's directory.
+    let state_file = repo_root().join("config/tmp/session_state.json");
+    assert_eq!(c.state_file, state_file);
     assert!(c.recovery_enabled && !c.auto_restart && !c.auto_relog);
     assert_eq!(c.crash_detection.check_interval, 30);
     assert_eq!(c.crash_detection.error_patterns.len(), 5);
@@ -49,10 +52,7 @@ fn the_seeds_example_yaml_loads_unchanged() {
     let sessions = c.sessions();
     assert_eq!(sessions.len(), 1);
     assert_eq!(sessions[0].name, "main");
-    assert_eq!(
-        c.state_file_of(0, &sessions[0]),
-        PathBuf::from("tmp/session_state.json")
-    );
+    assert_eq!(c.state_file_of(0, &sessions[0]), state_file);
     // The seed's error patterns reach the session's log detector and compile.
     let patterns = c.log_patterns_of(&sessions[0]);
     assert_eq!(patterns.error_patterns.len(), 5);
@@ -161,6 +161,7 @@ fn layers_override_in_order_and_show_says_where_each_value_came_from() {
             "state_file=other/state.json".into(),
         ],
         use_env: false,
+        env: vec![],
     })
     .unwrap();
     assert_eq!(loaded.config.save_interval, 60);
@@ -191,6 +192,7 @@ fn bad_set_arguments_are_refused() {
         file: None,
         overrides: vec!["nonsense".into()],
         use_env: false,
+        env: vec![],
     })
     .unwrap_err();
     assert!(err.to_string().contains("--set nonsense"), "{err}");
@@ -198,6 +200,7 @@ fn bad_set_arguments_are_refused() {
         file: None,
         overrides: vec!["save_intervall=3".into()],
         use_env: false,
+        env: vec![],
     })
     .unwrap_err();
     assert!(
@@ -225,9 +228,200 @@ fn check_finds_semantic_problems() {
     <dir>/ms11.toml:4: `session.0.pipeline`: unknown strategy `teleport` (known: restart, relog, manual, restore, swg-emu-wait-login-server)
     <dir>/ms11.toml:6: `session.0.client.command`: must name a program
     <dir>/ms11.toml:7: `session.0.client.stop_signal`: unknown signal `NOPE`
-    <dir>/ms11.toml: `session.0.ready.kind`: `log_line` readiness needs `client_log`
+    defaults: `session.0.ready.kind`: `log_line` readiness needs `client_log`
     <dir>/ms11.toml:9: `session.1.name`: `a` is used by another session
     ");
+}
+
+fn with_env(env: &[(&str, &str)]) -> Result<ms11_config::LoadedConfig, ms11_config::ConfigError> {
+    load(&ConfigSources {
+        file: None,
+        overrides: vec![],
+        use_env: false,
+        env: env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect(),
+    })
+}
+
+fn show_line(show: &str, key: &str) -> String {
+    show.lines()
+        .find(|l| l.starts_with(&format!("{key} =")))
+        .unwrap_or_else(|| panic!("{key} not in {show}"))
+        .to_owned()
+}
+
+#[test]
+fn environment_variables_work_in_upper_case_and_show_names_them() {
+    let loaded = with_env(&[
+        ("MS11_SAVE_INTERVAL", "7"),
+        ("MS11_CRASH_DETECTION__ENABLED", "false"),
+        ("MS11_CONFIG", "elsewhere.toml"),
+    ])
+    .unwrap();
+    assert_eq!(loaded.config.save_interval, 7);
+    assert!(!loaded.config.crash_detection.enabled);
+    let show = loaded.show();
+    assert!(
+        show_line(&show, "save_interval").ends_with("# environment variable MS11_SAVE_INTERVAL"),
+        "{show}"
+    );
+    assert!(
+        show_line(&show, "crash_detection.enabled")
+            .ends_with("# environment variable MS11_CRASH_DETECTION__ENABLED"),
+        "{show}"
+    );
+}
+
+#[test]
+fn unknown_environment_variables_are_errors_naming_them() {
+    let err = with_env(&[("MS11_SAVE_INTERVALL", "7"), ("MS11_WHATEVER", "1")]).unwrap_err();
+    insta::assert_snapshot!(err.to_string(), @r"
+    invalid configuration:
+      - environment variable MS11_SAVE_INTERVALL: unknown environment variable `MS11_SAVE_INTERVALL` (did you mean `MS11_SAVE_INTERVAL`?)
+      - environment variable MS11_WHATEVER: unknown environment variable `MS11_WHATEVER`
+    ");
+    let err = with_env(&[("MS11_CRASH_DETECTION__ENABLD", "false")]).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("environment variable MS11_CRASH_DETECTION__ENABLD"),
+        "{err}"
+    );
+}
+
+#[test]
+fn show_attributes_nested_defaults_to_the_defaults_not_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(
+        &dir,
+        "ms11.toml",
+        "[[session]]\nname = \"a\"\n[session.client]\ncommand = [\"sh\"]\n",
+    );
+    let show = scrub(&from_file(&path).unwrap().show(), &dir);
+    assert!(
+        show_line(&show, "session.0.name").ends_with("# <dir>/ms11.toml:2"),
+        "{show}"
+    );
+    assert!(
+        show_line(&show, "session.0.client.command").ends_with("# <dir>/ms11.toml:4"),
+        "{show}"
+    );
+    for key in [
+        "session.0.ready.timeout_secs",
+        "session.0.client.stop_grace_secs",
+        "session.0.pipeline",
+        "session.0.stall.timeout_ms",
+    ] {
+        assert!(
+            show_line(&show, key).ends_with("# defaults"),
+            "{key}: {show}"
+        );
+    }
+}
+
+#[test]
+fn check_refuses_an_empty_pipeline_and_programs_that_cannot_run() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let not_executable = write(&dir, "client.sh", "#!/bin/sh\n");
+    std::fs::set_permissions(&not_executable, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let executable = write(&dir, "bot.sh", "#!/bin/sh\n");
+    std::fs::set_permissions(&executable, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = write(
+        &dir,
+        "ms11.toml",
+        "[[session]]\nname = \"a\"\npipeline = []\n[session.client]\ncommand = [\"./client.sh\"]\n[session.bot]\ncommand = [\"./bot.sh\"]\n[session.ready]\nkind = \"delay\"\n\
+         [[session]]\nname = \"b\"\n[session.client]\ncommand = [\"ms11-no-such-program\"]\n[session.bot]\ncommand = [\"./missing\"]\n[session.ready]\nkind = \"delay\"\n\
+         [[session]]\nname = \"c\"\n[session.client]\ncommand = [\"sh\", \"-c\", \"true\"]\n[session.ready]\nkind = \"delay\"\n",
+    );
+    let loaded = from_file(&path).unwrap();
+    let problems: Vec<String> = loaded
+        .check(&[])
+        .iter()
+        .chain(&loaded.check_programs())
+        .map(|p| scrub(&p.to_string(), &dir))
+        .collect();
+    insta::assert_snapshot!(problems.join("\n"), @r#"
+    <dir>/ms11.toml:3: `session.0.pipeline`: must name at least one strategy (e.g. ["restart", "relog", "manual", "restore"])
+    <dir>/ms11.toml:5: `session.0.client.command`: program `<dir>/./client.sh` is not executable
+    <dir>/ms11.toml:13: `session.1.client.command`: program `ms11-no-such-program` not found on PATH
+    <dir>/ms11.toml:15: `session.1.bot.command`: program `<dir>/./missing` does not exist
+    "#);
+}
+
+#[test]
+fn relative_paths_in_the_file_resolve_against_its_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("conf")).unwrap();
+    let path = write(
+        &dir,
+        "conf/ms11.toml",
+        "state_file = \"state/s.json\"\n[plugins]\ndirs = [\"plugins\"]\n[[session]]\nname = \"a\"\nclient_log = \"logs/c.log\"\n[session.client]\ncommand = [\"bin/client\", \"arg/x\"]\n[session.bot]\ncommand = [\"./bot\"]\ncwd = \"work\"\n",
+    );
+    let loaded = load(&ConfigSources {
+        file: Some(path),
+        overrides: vec!["control_socket=run/s.sock".into()],
+        use_env: false,
+        env: vec![],
+    })
+    .unwrap();
+    let c = &loaded.config;
+    let base = dir.path().join("conf");
+    assert_eq!(c.state_file, base.join("state/s.json"));
+    assert_eq!(c.session[0].client_log, Some(base.join("logs/c.log")));
+    let client = c.session[0].client.as_ref().unwrap();
+    assert_eq!(
+        client.command,
+        [
+            base.join("bin/client").display().to_string(),
+            "arg/x".into()
+        ]
+    );
+    let bot = c.session[0].bot.as_ref().unwrap();
+    assert_eq!(bot.cwd, Some(base.join("work")));
+    assert_eq!(
+        bot.command[0],
+        base.join("work/./bot").display().to_string()
+    );
+    assert_eq!(c.plugins.dirs, [base.join("plugins")]);
+    assert!(loaded.check(&[]).is_empty(), "{:?}", loaded.check(&[]));
+    // From `--set` (or the environment): relative to the working directory.
+    assert_eq!(c.control_socket, Some(PathBuf::from("run/s.sock")));
+}
+
+#[test]
+fn deeply_nested_files_are_refused_quickly_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let depth = 100_000;
+    let nested = format!("{}{}", "[".repeat(depth), "]".repeat(depth));
+    for (name, text) in [
+        ("deep.yaml", format!("save_interval: 60\nx: {nested}\n")),
+        ("deep.toml", format!("save_interval = 60\nx = {nested}\n")),
+        (
+            "braces.yaml",
+            format!("x: {}{}\n", "{a: ".repeat(depth), "}".repeat(depth)),
+        ),
+        ("block.yaml", format!("x:\n{}\n", "- ".repeat(depth))),
+    ] {
+        let path = write(&dir, name, &text);
+        let started = std::time::Instant::now();
+        let err = from_file(&path).unwrap_err().to_string();
+        let took = started.elapsed();
+        assert!(took < std::time::Duration::from_secs(2), "{name}: {took:?}");
+        assert!(
+            err.contains(&format!("config file `{}`", path.display()))
+                && err.contains("nested deeper than 128 levels"),
+            "{name}: {err}"
+        );
+    }
+    // A sensible nesting still loads.
+    let path = write(
+        &dir,
+        "ok.toml",
+        "[plugins.config.x]\na = [[1, [2]], {b = [3]}]\n",
+    );
+    from_file(&path).unwrap();
 }
 
 #[test]

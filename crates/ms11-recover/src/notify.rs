@@ -34,8 +34,23 @@ pub enum WebhookFormat {
     Ntfy,
 }
 
-/// POSTs the notification; errors are returned for the caller to log.
+impl Notification {
+    /// The notification with secrets in its texts redacted (what leaves the machine).
+    pub fn redacted(&self) -> Notification {
+        let clean = |text: &str| ms11_redact::redact(text).into_owned();
+        Notification {
+            session: self.session.clone(),
+            incident: self.incident.clone(),
+            kind: self.kind.clone(),
+            title: clean(&self.title),
+            message: clean(&self.message),
+        }
+    }
+}
+
+/// POSTs the notification, secrets redacted; errors are returned for the caller to log.
 pub fn send_webhook(url: &str, format: WebhookFormat, n: &Notification) -> Result<(), String> {
+    let n = &n.redacted();
     let agent = ureq::Agent::config_builder()
         .timeout_global(Some(Duration::from_secs(10)))
         .build()
@@ -64,6 +79,7 @@ pub fn send_webhook(url: &str, format: WebhookFormat, n: &Notification) -> Resul
 /// session to show it on. The runner starts it like any other child (through
 /// `ms11-process`), never from a strategy.
 pub fn desktop_command(n: &Notification) -> Option<Vec<String>> {
+    let n = &n.redacted();
     if std::env::var_os("DISPLAY").is_none() && std::env::var_os("WAYLAND_DISPLAY").is_none() {
         return None;
     }

@@ -29,6 +29,7 @@ pub struct RecoverySettings {
     /// person stops the retries.
     pub retry: RetrySettings,
     /// `relog` runs this command (exit status 0 = logged in) instead of asking the bot.
+    /// A program with a slash written in the config file is relative to its directory.
     pub relog_command: Option<Vec<String>>,
     /// How `manual` reaches a human.
     pub notify: ManualSettings,

@@ -96,3 +96,28 @@ fn an_unreachable_webhook_is_an_error_not_a_panic() {
     .unwrap_err();
     assert!(!err.is_empty());
 }
+
+#[test]
+fn webhook_payloads_carry_no_secrets() {
+    let mut n = notification();
+    n.title = "relog of `main` failed with password=hunter2".into();
+    n.message =
+        "relog command said: login bob password hunter2; hook https://discord.com/api/webhooks/1/SECRETTOKEN"
+            .into();
+    for format in [
+        WebhookFormat::Json,
+        WebhookFormat::Discord,
+        WebhookFormat::Ntfy,
+    ] {
+        let (url, server) = one_request();
+        send_webhook(&url, format, &n).unwrap();
+        let (head, body) = server.join().unwrap();
+        for text in [&head, &body] {
+            assert!(
+                !text.contains("hunter2") && !text.contains("SECRETTOKEN"),
+                "{format:?}: {text}"
+            );
+        }
+        assert!(body.contains("[redacted]"), "{format:?}: {body}");
+    }
+}

@@ -88,7 +88,11 @@ pub enum LogFormat {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Supervise the configured sessions until stopped (SIGTERM/SIGINT save and stop).
+    /// Supervise the configured sessions until stopped (SIGTERM/SIGINT save and stop)
+    ///
+    /// SIGTERM or Ctrl-C: save, stop the bot and the client gracefully, exit 0. A second
+    /// Ctrl-C stops at once (exit 130). SIGHUP reads the configuration again: what can
+    /// change live is applied, what needs a restart is logged (docs/operations.md).
     Run,
     /// Load the saved session and show what would continue; fails if there is none.
     Recover,
@@ -138,8 +142,14 @@ pub enum Command {
 /// `config` actions.
 #[derive(Debug, Subcommand, Clone, Copy)]
 pub enum ConfigAction {
-    /// Print the merged configuration and where each value came from.
-    Show,
+    /// Print the merged configuration and where each value came from. Values of keys
+    /// named like secrets (password, token, secret, key, webhook URLs) are shown as
+    /// `[redacted]`.
+    Show {
+        /// Show secret values as they are.
+        #[arg(long)]
+        show_secrets: bool,
+    },
     /// Validate the configuration; exit 6 when something is wrong.
     Check,
 }

@@ -172,10 +172,17 @@ pub fn cleanup(
     Ok(ExitCode::Ok)
 }
 
-/// `config show` / `config check`.
-pub fn config_show(loaded: &LoadedConfig, out: &mut Output) -> Result<ExitCode> {
-    let json = serde_json::to_value(&loaded.config)?;
-    out.emit(loaded.show().trim_end(), &json)?;
+/// `config show`: secrets redacted unless `show_secrets`.
+pub fn config_show(
+    loaded: &LoadedConfig,
+    show_secrets: bool,
+    out: &mut Output,
+) -> Result<ExitCode> {
+    let mut json = serde_json::to_value(&loaded.config)?;
+    if !show_secrets {
+        ms11_config::redact_secret_values(&mut json, &mut Vec::new());
+    }
+    out.emit(loaded.show_with(show_secrets).trim_end(), &json)?;
     Ok(ExitCode::Ok)
 }
 
@@ -185,7 +192,8 @@ pub fn config_check(
     extra_strategies: &[String],
     out: &mut Output,
 ) -> Result<ExitCode> {
-    let problems = loaded.check(extra_strategies);
+    let mut problems = loaded.check(extra_strategies);
+    problems.extend(loaded.check_programs());
     if problems.is_empty() {
         out.emit("configuration OK", &json!({"ok": true, "problems": []}))?;
         return Ok(ExitCode::Ok);

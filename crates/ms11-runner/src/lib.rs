@@ -64,16 +64,24 @@ pub fn run_cli(args: Vec<OsString>) -> ExitCode {
     }
 }
 
-#[allow(clippy::print_stderr)]
+/// Prints an error to stderr, secrets redacted (an error may echo a config line or a
+/// `--set` value). A closed stderr is ignored.
 fn eprintln_error(message: &str) {
-    eprintln!("ms11-recovery: error: {message}");
+    use std::io::Write as _;
+    let _ = writeln!(
+        std::io::stderr().lock(),
+        "ms11-recovery: error: {}",
+        ms11_redact::redact(message)
+    );
 }
 
-fn load_config(global: &GlobalArgs) -> Result<LoadedConfig> {
+/// Loads the configuration the way the command line says (also on SIGHUP).
+pub(crate) fn load_config(global: &GlobalArgs) -> Result<LoadedConfig> {
     ms11_config::load(&ConfigSources {
         file: global.config.clone(),
         overrides: global.overrides.clone(),
         use_env: true,
+        env: Vec::new(),
     })
     .map_err(|e| Failure::new(ExitCode::Config, e.to_string()).into())
 }
@@ -124,8 +132,8 @@ fn dispatch(cli: &Cli) -> Result<ExitCode> {
             &mut out,
         ),
         Command::Config {
-            action: ConfigAction::Show,
-        } => commands::config_show(&loaded, &mut out),
+            action: ConfigAction::Show { show_secrets },
+        } => commands::config_show(&loaded, *show_secrets, &mut out),
         Command::Config {
             action: ConfigAction::Check,
         } => {

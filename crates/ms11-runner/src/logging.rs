@@ -1,13 +1,13 @@
 //! Log output: human-readable on a terminal, JSON lines otherwise (or as asked), an
 //! optional size-rotated log file, and secrets (passwords, session keys, webhook
-//! tokens) redacted from every line whatever its destination.
+//! tokens) redacted from every line whatever its destination. The log file is created
+//! readable by its owner only (0600), and the directories created for it 0700.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, IsTerminal, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 
-use regex::Regex;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::MakeWriter;
 
@@ -56,35 +56,9 @@ pub fn init(format: LogFormat, verbose: u8, file: Option<&Path>) -> io::Result<(
     result.map_err(|e| io::Error::other(e.to_string()))
 }
 
-/// Replaces secrets in a line of log text.
-pub fn redact(text: &str) -> std::borrow::Cow<'_, str> {
-    static PATTERNS: OnceLock<Vec<(Regex, &'static str)>> = OnceLock::new();
-    let patterns = PATTERNS.get_or_init(|| {
-        [
-            // key=value and "key": "value" forms of secret-looking keys
-            (
-                r#"(?i)((?:password|passwd|pwd|secret|token|session[_-]?key|api[_-]?key|auth)"?\s*[=:]\s*"?)[^\s"&,}]+"#,
-                "${1}[redacted]",
-            ),
-            // URL credentials: scheme://user:pass@host
-            (r"(?i)([a-z][a-z0-9+.-]*://[^/\s:@]+:)[^@\s/]+@", "${1}[redacted]@"),
-            // Discord webhook tokens: /api/webhooks/<id>/<token>
-            (r"(?i)(/api/webhooks/\d+/)[A-Za-z0-9_-]+", "${1}[redacted]"),
-            // Telegram-style bot tokens: bot123456:ABC...
-            (r"(?i)(bot\d+:)[A-Za-z0-9_-]{20,}", "${1}[redacted]"),
-        ]
-        .into_iter()
-        .filter_map(|(re, with)| Regex::new(re).ok().map(|r| (r, with)))
-        .collect()
-    });
-    let mut out = std::borrow::Cow::Borrowed(text);
-    for (re, with) in patterns {
-        if re.is_match(&out) {
-            out = std::borrow::Cow::Owned(re.replace_all(&out, *with).into_owned());
-        }
-    }
-    out
-}
+/// Replaces secrets in a line of log text (the one redaction of the project, shared with
+/// `config show`, error messages, stored incidents and webhook payloads).
+pub use ms11_redact::redact;
 
 #[derive(Clone)]
 struct RedactingMakeWriter {
@@ -139,6 +113,24 @@ impl Drop for RedactingWriter {
     }
 }
 
+/// Opens `path` for appending, creating it readable and writable by its owner only.
+fn private_append(path: &Path) -> io::Result<File> {
+    let mut options = OpenOptions::new();
+    options.create(true).append(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path)
+}
+
+/// Creates missing directories (recursively) accessible by their owner only.
+fn private_dir_builder() -> std::fs::DirBuilder {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder
+}
+
 /// A log file rotated by size: `FILE` → `FILE.1` → ... → `FILE.5`.
 struct RotatingFile {
     path: PathBuf,
@@ -149,9 +141,9 @@ struct RotatingFile {
 impl RotatingFile {
     fn open(path: &Path) -> io::Result<Self> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)?;
+            private_dir_builder().create(dir)?;
         }
-        let file = OpenOptions::new().create(true).append(true).open(path)?;
+        let file = private_append(path)?;
         let written = file.metadata().map(|m| m.len()).unwrap_or(0);
         Ok(RotatingFile {
             path: path.to_path_buf(),
@@ -171,10 +163,7 @@ impl RotatingFile {
             let _ = std::fs::rename(self.rotated(n), self.rotated(n + 1));
         }
         std::fs::rename(&self.path, self.rotated(1))?;
-        self.file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.path)?;
+        self.file = private_append(&self.path)?;
         self.written = 0;
         Ok(())
     }
@@ -217,6 +206,46 @@ mod tests {
         for (input, expected) in cases {
             assert_eq!(redact(input), expected, "{input}");
         }
+    }
+
+    #[test]
+    fn every_event_written_to_the_log_file_is_redacted() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("runner.log");
+        let file = Arc::new(Mutex::new(RotatingFile::open(&path).unwrap()));
+        let make = RedactingMakeWriter { file: Some(file) };
+        let lines: [&[u8]; 3] = [
+            b"{\"message\":\"relog: login bob password hunter2\"}\n",
+            b"notify https://ntfy.sh/alerts?auth=SECRETTOKEN failed\n",
+            b"{\"error\":\"POST https://discord.com/api/webhooks/1/SECRETTOKEN: 404\"}\n",
+        ];
+        for line in lines {
+            let mut writer = make.make_writer();
+            writer.write_all(line).unwrap();
+        }
+        let written = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(written.lines().count(), 3, "{written}");
+        assert!(
+            !written.contains("hunter2") && !written.contains("SECRETTOKEN"),
+            "{written}"
+        );
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn log_files_are_private_and_so_are_the_directories_made_for_them() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("logs/runner/runner.log");
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let mut file = RotatingFile::open(&path).unwrap();
+        assert_eq!(mode(&path), 0o600);
+        assert_eq!(mode(&dir.path().join("logs")), 0o700);
+        assert_eq!(mode(&dir.path().join("logs/runner")), 0o700);
+        file.write_all(b"x\n").unwrap();
+        file.rotate().unwrap();
+        assert_eq!(mode(&path), 0o600);
+        assert_eq!(mode(&dir.path().join("logs/runner/runner.log.1")), 0o600);
     }
 
     #[test]

@@ -1,4 +1,6 @@
 //! Where command results go: text or JSON on stdout, and a copy to `--output FILE`.
+//! A reader that went away (`ms11-recovery config show | head -1`) is not an error:
+//! the rest of the output is dropped quietly.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -10,6 +12,8 @@ pub struct Output {
     json: bool,
     file: Option<PathBuf>,
     stdout: Box<dyn Write>,
+    /// The reader of stdout went away: nothing more is written there.
+    closed: bool,
 }
 
 impl Output {
@@ -19,6 +23,7 @@ impl Output {
             json,
             file,
             stdout: Box::new(std::io::stdout()),
+            closed: false,
         }
     }
 
@@ -28,6 +33,7 @@ impl Output {
             json,
             file: None,
             stdout: writer,
+            closed: false,
         }
     }
 
@@ -39,8 +45,13 @@ impl Output {
         } else {
             text.to_owned()
         };
-        writeln!(self.stdout, "{rendered}")?;
-        self.stdout.flush()?;
+        if !self.closed {
+            let written = writeln!(self.stdout, "{rendered}").and_then(|()| self.stdout.flush());
+            match written {
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => self.closed = true,
+                other => other.context("writing to stdout")?,
+            }
+        }
         if let Some(path) = &self.file {
             let body = if self.json {
                 rendered

@@ -1,23 +1,24 @@
 //! SIGTERM, SIGINT and SIGHUP as messages on a channel, so the supervisor loop can save,
-//! stop the children gracefully and exit 0 instead of dying mid-save.
+//! stop the children gracefully and exit 0 instead of dying mid-save, and reload its
+//! configuration on SIGHUP instead of stopping.
 
 use crossbeam_channel::{Receiver, bounded};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
-/// A termination request.
+/// A signal the runner acts on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Termination {
-    /// SIGTERM (systemd stop, `kill`).
+pub enum RunnerSignal {
+    /// SIGTERM (systemd stop, `kill`): stop gracefully.
     Term,
-    /// SIGINT (Ctrl-C).
+    /// SIGINT (Ctrl-C): stop gracefully; a second one stops at once.
     Interrupt,
-    /// SIGHUP (terminal closed).
-    Hangup,
+    /// SIGHUP (`systemctl reload`, `kill -HUP`): read the configuration again.
+    Reload,
 }
 
-/// Starts a thread that turns termination signals into messages.
-pub fn termination_channel() -> std::io::Result<Receiver<Termination>> {
+/// Starts a thread that turns the runner's signals into messages.
+pub fn signal_channel() -> std::io::Result<Receiver<RunnerSignal>> {
     let (tx, rx) = bounded(8);
     let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP])?;
     std::thread::Builder::new()
@@ -25,9 +26,9 @@ pub fn termination_channel() -> std::io::Result<Receiver<Termination>> {
         .spawn(move || {
             for signal in signals.forever() {
                 let what = match signal {
-                    SIGTERM => Termination::Term,
-                    SIGINT => Termination::Interrupt,
-                    _ => Termination::Hangup,
+                    SIGTERM => RunnerSignal::Term,
+                    SIGINT => RunnerSignal::Interrupt,
+                    _ => RunnerSignal::Reload,
                 };
                 if tx.send(what).is_err() {
                     break;

@@ -226,3 +226,184 @@ fn seventy_sessions_start_and_stop_cleanly_on_sigterm() {
     };
     assert_eq!(status.code(), Some(0));
 }
+
+fn run_with_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let out = Command::new(BIN)
+        .args(args)
+        .current_dir(dir)
+        .env_remove("MS11_CONFIG")
+        .envs(env.iter().copied())
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    let clean = |b: &[u8]| String::from_utf8_lossy(b).replace(&*dir.to_string_lossy(), "<dir>");
+    (
+        out.status.code().unwrap_or(-1),
+        clean(&out.stdout),
+        clean(&out.stderr),
+    )
+}
+
+#[test]
+fn environment_variables_work_in_upper_case_and_unknown_ones_are_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, out, err) = run_with_env(
+        dir.path(),
+        &["config", "show"],
+        &[
+            ("MS11_SAVE_INTERVAL", "7"),
+            ("MS11_CRASH_DETECTION__ENABLED", "false"),
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<&str> = out
+        .lines()
+        .filter(|l| l.starts_with("save_interval") || l.starts_with("crash_detection.enabled"))
+        .collect();
+    insta::assert_snapshot!(lines.join("\n"), @r"
+    crash_detection.enabled = false          # environment variable MS11_CRASH_DETECTION__ENABLED
+    save_interval = 7                        # environment variable MS11_SAVE_INTERVAL
+    ");
+    let (code, _, err) = run_with_env(
+        dir.path(),
+        &["config", "check"],
+        &[("MS11_SAVE_INTERVALL", "7")],
+    );
+    assert_eq!(code, 6);
+    insta::assert_snapshot!(err, @r"
+    ms11-recovery: error: invalid configuration:
+      - environment variable MS11_SAVE_INTERVALL: unknown environment variable `MS11_SAVE_INTERVALL` (did you mean `MS11_SAVE_INTERVAL`?)
+    ");
+}
+
+#[test]
+fn printing_into_a_closed_pipe_exits_quietly_with_0() {
+    let dir = tempfile::tempdir().unwrap();
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = Command::new(BIN)
+        .args(["config", "show"])
+        .current_dir(dir.path())
+        .env_remove("MS11_CONFIG")
+        .stdout(writer)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "");
+}
+
+const SECRET_CONFIG: &str = r#"
+[plugins.config.swg-emu]
+password = "hunter2"
+host = "login.example"
+[[session]]
+name = "main"
+[session.client]
+command = ["sh", "-c", "exec client --user bob --pass=hunter2"]
+[session.recovery.notify]
+webhook_url = "https://discord.com/api/webhooks/123/SECRETTOKEN"
+"#;
+
+#[test]
+fn config_show_redacts_secrets_unless_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("ms11.toml"), SECRET_CONFIG).unwrap();
+    let (code, out, err) = run(dir.path(), &["--config", "ms11.toml", "config", "show"]);
+    assert_eq!(code, 0, "{err}");
+    let wanted = |out: &str| -> String {
+        out.lines()
+            .filter(|l| {
+                l.contains("plugins.config")
+                    || l.contains("client.command")
+                    || l.contains("webhook_url")
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    insta::assert_snapshot!(wanted(&out), @r#"
+    plugins.config.swg-emu.host = "login.example"                             # ms11.toml:4
+    plugins.config.swg-emu.password = "[redacted]"                            # ms11.toml:3
+    session.0.client.command = ["sh","-c","exec client --user bob --pass=[redacted]"]  # ms11.toml:8
+    session.0.recovery.notify.webhook_url = "[redacted]"                      # ms11.toml:10
+    "#);
+    let (_, json, _) = run(
+        dir.path(),
+        &["--config", "ms11.toml", "--json", "config", "show"],
+    );
+    assert!(
+        !json.contains("hunter2") && !json.contains("SECRETTOKEN"),
+        "{json}"
+    );
+    let (code, out, _) = run(
+        dir.path(),
+        &["--config", "ms11.toml", "config", "show", "--show-secrets"],
+    );
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("\"hunter2\"") && out.contains("SECRETTOKEN"),
+        "{out}"
+    );
+}
+
+#[test]
+fn error_messages_never_echo_a_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, _, err) = run(
+        dir.path(),
+        &[
+            "--set",
+            "https://discord.com/api/webhooks/1/SECRETTOKEN",
+            "config",
+            "check",
+        ],
+    );
+    assert_eq!(code, 6);
+    assert!(
+        err.contains("--set https://discord.com/api/webhooks/1/[redacted]"),
+        "{err}"
+    );
+    std::fs::write(
+        dir.path().join("ms11.toml"),
+        "[[session]]\nname = \"a\"\n[session.recovery.notify]\nwebhook_format = \"https://user:hunter2@ntfy.example/topic?auth=SECRETTOKEN\"\n",
+    )
+    .unwrap();
+    let (code, _, err) = run(dir.path(), &["--config", "ms11.toml", "config", "check"]);
+    assert_eq!(code, 6);
+    assert!(err.contains("webhook_format"), "{err}");
+    assert!(
+        !err.contains("hunter2") && !err.contains("SECRETTOKEN"),
+        "{err}"
+    );
+    // A parse error quotes the line it stopped at.
+    std::fs::write(
+        dir.path().join("broken.toml"),
+        "[plugins.config.x]\npassword = \"hunter2\n",
+    )
+    .unwrap();
+    let (code, _, err) = run(dir.path(), &["--config", "broken.toml", "config", "check"]);
+    assert_eq!(code, 6);
+    assert!(err.contains("TOML parse error"), "{err}");
+    assert!(!err.contains("hunter2"), "{err}");
+}
+
+#[test]
+fn config_check_refuses_an_empty_pipeline_and_a_missing_client_program() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("ms11.toml"),
+        "[[session]]\nname = \"main\"\npipeline = []\n[session.client]\ncommand = [\"./bin/client\"]\n[session.ready]\nkind = \"delay\"\n",
+    )
+    .unwrap();
+    let (code, out, err) = run(dir.path(), &["--config", "ms11.toml", "config", "check"]);
+    assert_eq!(code, 6, "{err}");
+    insta::assert_snapshot!(out, @r#"
+    configuration has 2 problem(s):
+      - ms11.toml:3: `session.0.pipeline`: must name at least one strategy (e.g. ["restart", "relog", "manual", "restore"])
+      - ms11.toml:5: `session.0.client.command`: program `./bin/client` does not exist
+    "#);
+}

@@ -590,6 +590,34 @@ impl Incident {
     pub fn crash_info(&self) -> &CrashInfo {
         &self.crash
     }
+
+    /// Replaces secrets (passwords, tokens, webhook URLs' tokens) in every text the
+    /// incident holds: its message, the matched text, evidence, attempts' reasons (a
+    /// relog command's error), the resolution's note and the output tail. Done before
+    /// an incident is stored, so no state file holds a secret.
+    pub fn redact_secrets(&mut self) {
+        fn clean(text: &mut String) {
+            if let std::borrow::Cow::Owned(redacted) = ms11_redact::redact(text) {
+                *text = redacted;
+            }
+        }
+        clean(&mut self.crash.error_message);
+        if let Some(text) = &mut self.matched_text {
+            clean(text);
+        }
+        for evidence in &mut self.evidence {
+            clean(&mut evidence.detail);
+        }
+        for attempt in &mut self.attempts {
+            if let Some(reason) = &mut attempt.reason {
+                clean(reason);
+            }
+        }
+        if let Some(note) = self.resolution.as_mut().and_then(|r| r.note.as_mut()) {
+            clean(note);
+        }
+        self.output_tail.iter_mut().for_each(clean);
+    }
 }
 
 /// How much a kind says about the cause: terminal kinds say the most, a bare process
@@ -723,5 +751,44 @@ mod tests {
             note: None,
         });
         assert!(inc.crash.recovery_successful);
+    }
+
+    #[test]
+    fn incidents_are_stored_without_secrets() {
+        let mut inc = Incident::new(
+            "s-1",
+            IncidentKind::LoginFailed,
+            DetectorSource::LogPattern,
+            "login failed: password=hunter2",
+            1.0,
+        );
+        inc.matched_text = Some("connect ssh://user:hunter2@login.example".into());
+        inc.output_tail = vec!["using token: SECRETTOKEN".into()];
+        inc.record_attempt(Attempt {
+            strategy: "relog".into(),
+            started_at: 1.0,
+            duration_ms: 10,
+            outcome: AttemptOutcome::Failed,
+            reason: Some(
+                "relog command `login.sh --user bob --pass=hunter2` failed: POST https://discord.com/api/webhooks/1/SECRETTOKEN 401"
+                    .into(),
+            ),
+        });
+        inc.resolve(Resolution {
+            status: ResolutionStatus::Escalated,
+            strategy: None,
+            at: 2.0,
+            time_to_recover_ms: None,
+            note: Some("told https://ntfy.sh/alerts?auth=SECRETTOKEN".into()),
+        });
+        let mut state = crate::SessionState::new("s", "p", "z", 1.0);
+        state.record_incident(inc.clone());
+        state.update_incident(inc);
+        let json = serde_json::to_string(&state).unwrap();
+        assert!(
+            !json.contains("hunter2") && !json.contains("SECRETTOKEN"),
+            "{json}"
+        );
+        assert!(json.contains("--pass=[redacted]"), "{json}");
     }
 }

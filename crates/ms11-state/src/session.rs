@@ -274,8 +274,10 @@ impl SessionState {
         Ok(changed)
     }
 
-    /// Appends an incident to the history (bounded) and counts it.
-    pub fn record_incident(&mut self, incident: Incident) {
+    /// Appends an incident to the history (bounded) and counts it. Secrets in its
+    /// texts are redacted first ([`Incident::redact_secrets`]).
+    pub fn record_incident(&mut self, mut incident: Incident) {
+        incident.redact_secrets();
         self.crash_count = self.crash_count.saturating_add(1);
         self.crash_history.push(incident);
         if self.crash_history.len() > MAX_CRASH_HISTORY {
@@ -285,8 +287,9 @@ impl SessionState {
     }
 
     /// Replaces an incident of the history with a newer version of it (same id), or
-    /// records it if it is not there.
-    pub fn update_incident(&mut self, incident: Incident) {
+    /// records it if it is not there. Secrets in its texts are redacted first.
+    pub fn update_incident(&mut self, mut incident: Incident) {
+        incident.redact_secrets();
         match self.crash_history.iter_mut().find(|i| i.id == incident.id) {
             Some(slot) => *slot = incident,
             None => self.record_incident(incident),

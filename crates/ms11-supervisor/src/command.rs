@@ -5,6 +5,7 @@
 use crossbeam_channel::Sender;
 
 use crate::event::SupervisorEvent;
+use crate::settings::SessionSettings;
 use crate::status::SessionStatus;
 
 /// Where an answer goes.
@@ -34,4 +35,10 @@ pub enum SessionCommand {
     Subscribe(Sender<SupervisorEvent>),
     /// Answers at once: the loop is alive (the runner's watchdog).
     Ping(Reply<()>),
+    /// New settings (the runner re-read its configuration). What can change while the
+    /// session runs is applied at once: recovery policies, pipelines, the save interval,
+    /// the stall timeout, readiness and notifications (a recovery under way keeps its
+    /// pipeline; the next one uses the new settings). Answers the names of the other
+    /// settings that changed, which take effect only after a restart of the runner.
+    Reconfigure(Box<SessionSettings>, Reply<Vec<String>>),
 }

@@ -54,7 +54,44 @@ pub struct SessionSettings {
     pub save_interval: Duration,
 }
 
+impl std::fmt::Debug for SessionSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionSettings")
+            .field("name", &self.name)
+            .field("client", &self.client)
+            .field("bot", &self.bot)
+            .field("client_pipeline", &self.client_pipeline)
+            .field("bot_pipeline", &self.bot_pipeline)
+            .finish_non_exhaustive()
+    }
+}
+
 impl SessionSettings {
+    /// The names of the settings that differ between `self` and `new` and cannot
+    /// change while the session runs (its children, log and detectors are set up at
+    /// start): `client`, `bot`, `client_log`, `log_patterns`, `window`, `crash_dump`,
+    /// `fuse`, `plugins`, `name`.
+    pub fn restart_only_changes(&self, new: &SessionSettings) -> Vec<String> {
+        let names = |s: &SessionSettings| -> Vec<String> {
+            s.extra_strategies.iter().map(|(n, _)| n.clone()).collect()
+        };
+        [
+            ("name", self.name != new.name),
+            ("client", self.client != new.client),
+            ("bot", self.bot != new.bot),
+            ("client_log", self.client_log != new.client_log),
+            ("log_patterns", self.log_patterns != new.log_patterns),
+            ("window", self.window != new.window),
+            ("crash_dump", self.crash_dump != new.crash_dump),
+            ("fuse", self.fuse_window != new.fuse_window),
+            ("plugins", names(self) != names(new)),
+        ]
+        .into_iter()
+        .filter(|(_, changed)| *changed)
+        .map(|(name, _)| name.to_owned())
+        .collect()
+    }
+
     /// Settings for a session named `name` with nothing to run and the defaults of
     /// every detector and strategy.
     pub fn new(name: &str) -> Self {
@@ -84,7 +121,7 @@ impl SessionSettings {
 }
 
 /// A child the session runs.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ChildSettings {
     /// How to start it.
     pub spec: ProcessSpec,

@@ -1,10 +1,12 @@
 //! `run`: opens every session's state, asks whether to continue, kills leftovers of a
 //! previous runner, starts one supervisor thread per session and the control socket,
-//! and on SIGTERM/SIGINT stops them all after a final save.
+//! and on SIGTERM/SIGINT stops them all after a final save (a second SIGINT stops at
+//! once). SIGHUP reads the configuration again: what can change live is handed to each
+//! session loop, what cannot is reported in the log.
 
 mod settings;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,6 +25,10 @@ use crate::cli::GlobalArgs;
 use crate::control::{ControlRequest, ControlResponse, ControlServer};
 use crate::exit_code::{ExitCode, Failure};
 use crate::prompt::{self, ContinueDecision, ContinuePolicy};
+use crate::signals::RunnerSignal;
+
+/// The exit status after a second Ctrl-C (128 + SIGINT, as a shell reports it).
+const STOPPED_AT_ONCE: i32 = 130;
 
 /// A second panic of a session loop within this window stops the runner.
 const PANIC_WINDOW: Duration = Duration::from_secs(600);
@@ -46,6 +52,9 @@ pub fn run(loaded: &LoadedConfig, global: &GlobalArgs) -> Result<ExitCode> {
         )
         .into());
     }
+    for problem in loaded.check_programs() {
+        warn!(event = "program_missing", problem = %problem, "a program cannot be started now; its start is retried as an incident");
+    }
     if sessions
         .iter()
         .all(|(_, s)| s.client.is_none() && s.bot.is_none())
@@ -56,8 +65,7 @@ pub fn run(loaded: &LoadedConfig, global: &GlobalArgs) -> Result<ExitCode> {
         )
         .into());
     }
-    let termination =
-        crate::signals::termination_channel().context("installing signal handlers")?;
+    let signals = crate::signals::signal_channel().context("installing signal handlers")?;
     let mut prepared = Vec::new();
     for (index, session) in sessions {
         let path = config.state_file_of(index, &session);
@@ -125,6 +133,7 @@ pub fn run(loaded: &LoadedConfig, global: &GlobalArgs) -> Result<ExitCode> {
         .filter(|_| notifier.is_some())
         .map_or_else(crossbeam_channel::never, crossbeam_channel::tick);
     // Blocks until a signal or the end of a session (no polling).
+    let mut ended = 0usize;
     let why = loop {
         select! {
             recv(watchdog) -> _ => {
@@ -138,8 +147,19 @@ pub fn run(loaded: &LoadedConfig, global: &GlobalArgs) -> Result<ExitCode> {
                     warn!("a session loop did not answer; the watchdog is not pinged");
                 }
             },
-            recv(termination) -> signal => break format!("{signal:?}"),
-            recv(ended_rx) -> _ => break "a session ended".to_owned(),
+            recv(signals) -> signal => match signal {
+                Ok(RunnerSignal::Reload) => reload(global, config, &routes, &plugin_strategies),
+                Ok(RunnerSignal::Interrupt) => {
+                    warn!(event = "interrupted", "stopping; press Ctrl-C again to stop at once");
+                    break "Interrupt".to_owned();
+                }
+                Ok(RunnerSignal::Term) => break "Term".to_owned(),
+                Err(_) => break "the signal thread ended".to_owned(),
+            },
+            recv(ended_rx) -> _ => {
+                ended += 1;
+                break "a session ended".to_owned();
+            },
         }
     };
     info!(event = "terminating", reason = %why, "stopping every session");
@@ -148,6 +168,22 @@ pub fn run(loaded: &LoadedConfig, global: &GlobalArgs) -> Result<ExitCode> {
     }
     for stop in &stops {
         let _ = stop.send(());
+    }
+    // Waits for every session to save and stop; a second Ctrl-C does not wait.
+    while ended < threads.len() && !threads.iter().all(std::thread::JoinHandle::is_finished) {
+        select! {
+            recv(ended_rx) -> _ => ended += 1,
+            recv(signals) -> signal => match signal {
+                Ok(RunnerSignal::Interrupt) => {
+                    error!(event = "stopped_at_once", "second Ctrl-C: stopping at once, without waiting for the children to stop or the final save (the children are killed with the runner; the last saved generation is kept)");
+                    std::process::exit(STOPPED_AT_ONCE);
+                }
+                Ok(RunnerSignal::Reload) => info!("the configuration is not reloaded while stopping"),
+                Ok(RunnerSignal::Term) => {}
+                Err(_) => std::thread::sleep(Duration::from_millis(100)),
+            },
+            default(Duration::from_millis(500)) => {}
+        }
     }
     let mut code = ExitCode::Ok;
     for thread in threads {
@@ -168,6 +204,102 @@ pub fn run(loaded: &LoadedConfig, global: &GlobalArgs) -> Result<ExitCode> {
     }
     drop(control);
     Ok(code)
+}
+
+/// SIGHUP: reads the configuration again (file, `MS11_*` variables, `--set`) and hands
+/// each running session its new settings; the session applies what can change live
+/// and answers what cannot. Everything that needs a restart of the runner is logged.
+/// An invalid configuration changes nothing.
+fn reload(
+    global: &GlobalArgs,
+    running: &Config,
+    routes: &BTreeMap<String, Sender<SessionCommand>>,
+    plugins: &[ms11_plugin_host::PluginStrategy],
+) {
+    info!(event = "reload", "SIGHUP: reading the configuration again");
+    let refused = |why: String| {
+        error!(event = "reload_failed", error = %why, "the configuration was not reloaded; the running one stays");
+    };
+    let loaded = match crate::load_config(global) {
+        Ok(loaded) => loaded,
+        Err(e) => return refused(format!("{e:#}")),
+    };
+    let problems = loaded.check(&crate::plugins::strategy_names(plugins));
+    if !problems.is_empty() {
+        let text: Vec<String> = problems.iter().map(ToString::to_string).collect();
+        return refused(text.join("; "));
+    }
+    let new = &loaded.config;
+    let sessions = match crate::commands::selected_sessions(new, global.session.as_deref()) {
+        Ok(sessions) => sessions,
+        Err(e) => return refused(format!("{e:#}")),
+    };
+    let mut needs_restart: Vec<String> = runner_wide_changes(running, new);
+    let old_files: BTreeMap<String, std::path::PathBuf> = running
+        .sessions()
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.name.clone(), running.state_file_of(i, s)))
+        .collect();
+    let new_names: BTreeSet<&str> = sessions.iter().map(|(_, s)| s.name.as_str()).collect();
+    for name in routes.keys().filter(|n| !new_names.contains(n.as_str())) {
+        needs_restart.push(format!("session `{name}` removed"));
+    }
+    let timeout = Duration::from_secs(5);
+    for (index, session) in &sessions {
+        let Some(tx) = routes.get(&session.name) else {
+            needs_restart.push(format!("session `{}` added", session.name));
+            continue;
+        };
+        if old_files.get(&session.name) != Some(&new.state_file_of(*index, session)) {
+            needs_restart.push(format!("session.{index}.state_file"));
+        }
+        let settings = settings::session_settings(new, session, plugins);
+        let (reply, answer) = bounded(1);
+        let asked = tx
+            .send_timeout(
+                SessionCommand::Reconfigure(Box::new(settings), reply),
+                timeout,
+            )
+            .is_ok();
+        match answer.recv_timeout(timeout) {
+            Ok(keys) if asked => {
+                needs_restart.extend(keys.iter().map(|k| format!("session.{index}.{k}")));
+            }
+            _ => {
+                warn!(event = "reload_failed", session = %session.name, "the session did not take its new settings (stopped?)");
+            }
+        }
+    }
+    if needs_restart.is_empty() {
+        info!(
+            event = "reloaded",
+            "configuration reloaded; every change is applied"
+        );
+    } else {
+        warn!(event = "reloaded", needs_restart = %needs_restart.join(", "), "configuration reloaded; these changes take effect only after a restart of the runner: {}", needs_restart.join(", "));
+    }
+}
+
+/// Runner-wide keys that differ and are only read at start.
+fn runner_wide_changes(running: &Config, new: &Config) -> Vec<String> {
+    [
+        ("state_file", running.state_file != new.state_file),
+        ("state_backend", running.state_backend != new.state_backend),
+        (
+            "keep_generations",
+            running.keep_generations != new.keep_generations,
+        ),
+        (
+            "control_socket",
+            running.control_socket_path() != new.control_socket_path(),
+        ),
+        ("plugins", running.plugins != new.plugins),
+    ]
+    .into_iter()
+    .filter(|(_, changed)| *changed)
+    .map(|(key, _)| key.to_owned())
+    .collect()
 }
 
 /// The more serious of two session outcomes.

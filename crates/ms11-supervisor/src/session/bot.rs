@@ -71,6 +71,17 @@ impl BotSlot {
         self.settings.is_some()
     }
 
+    /// A new stall timeout (a reload): the next bot gets it, and a running bot not
+    /// already found silent is watched with it from `now`.
+    pub(super) fn set_stall(&mut self, stall: &StallConfig, now: Instant) {
+        self.stall_timeout = (stall.enabled && stall.timeout_ms > 0)
+            .then(|| Duration::from_millis(stall.timeout_ms));
+        let silent = self.stall.as_ref().is_some_and(|s| s.deadline().is_none());
+        if self.running && !silent {
+            self.stall = self.stall_timeout.map(|t| StallTracker::new(t, now));
+        }
+    }
+
     /// The bot said `hello` and may be resumed.
     pub(super) fn connected(&self) -> bool {
         self.running && self.link.as_ref().is_some_and(|l| l.hello_seen)

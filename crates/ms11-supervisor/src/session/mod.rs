@@ -320,7 +320,66 @@ impl SessionLoop {
             SessionCommand::Ping(reply) => {
                 let _ = reply.send(());
             }
+            SessionCommand::Reconfigure(settings, reply) => {
+                let _ = reply.send(self.reconfigure(*settings));
+            }
         }
+    }
+
+    /// Applies what can change live from `new` and answers what needs a restart (see
+    /// [`SessionCommand::Reconfigure`]).
+    fn reconfigure(&mut self, new: SessionSettings) -> Vec<String> {
+        let needs_restart = self.settings.restart_only_changes(&new);
+        let now = self.clock.now();
+        let mut applied = Vec::new();
+        if self.settings.recovery != new.recovery {
+            self.settings.recovery = new.recovery;
+            applied.push("recovery");
+        }
+        if self.settings.client_pipeline != new.client_pipeline
+            || self.settings.bot_pipeline != new.bot_pipeline
+        {
+            self.settings.client_pipeline = new.client_pipeline;
+            self.settings.bot_pipeline = new.bot_pipeline;
+            applied.push("pipeline");
+        }
+        if self.settings.save_interval != new.save_interval {
+            self.settings.save_interval = new.save_interval;
+            self.autosave_at = now + new.save_interval.max(Duration::from_secs(1));
+            applied.push("save_interval");
+        }
+        if self.settings.stall != new.stall {
+            self.bot.set_stall(&new.stall, now);
+            self.settings.stall = new.stall;
+            applied.push("stall");
+        }
+        if self.settings.ready != new.ready {
+            self.settings.ready = new.ready;
+            applied.push("ready");
+        }
+        if (
+            self.settings.recovery_enabled,
+            self.settings.auto_restart,
+            self.settings.auto_relog,
+        ) != (new.recovery_enabled, new.auto_restart, new.auto_relog)
+        {
+            self.settings.recovery_enabled = new.recovery_enabled;
+            self.settings.auto_restart = new.auto_restart;
+            self.settings.auto_relog = new.auto_relog;
+            self.state.recovery_enabled = new.recovery_enabled;
+            self.state.auto_restart = new.auto_restart;
+            self.state.auto_relog = new.auto_relog;
+            applied.push("recovery_enabled");
+        }
+        if applied.is_empty() && needs_restart.is_empty() {
+            info!(event = "reconfigured", session = %self.settings.name, "the configuration is unchanged");
+        } else {
+            info!(event = "reconfigured", session = %self.settings.name, applied = %applied.join(", "), needs_restart = %needs_restart.join(", "), "new settings applied");
+        }
+        if !applied.is_empty() {
+            self.save_soon();
+        }
+        needs_restart
     }
 
     /// The id of the next recorded incident: `<session>-<n>`, numbered without gaps and

@@ -829,12 +829,65 @@ fn a_wine_client_is_stopped_with_its_whole_prefix_before_it_starts_again() {
         }
     });
     h.start().advance(Duration::from_millis(300));
-    h.command("operator: restart", SessionCommand::Restart).unwrap();
+    h.command("operator: restart", SessionCommand::Restart)
+        .unwrap();
     h.exit("client", 1001, None, Some(15));
     // winedbg and its dialog live outside the client's process group: the new client
     // starts only once `wineserver -k` has ended the prefix.
-    assert!(!h.session.client.running(), "not restarted before the prefix is gone");
+    assert!(
+        !h.session.client.running(),
+        "not restarted before the prefix is gone"
+    );
     h.exit("wineserver", 1002, Some(0), None);
     h.advance(Duration::from_millis(300));
     insta::assert_snapshot!(h.transcript());
+}
+
+#[test]
+fn reconfigure_applies_live_settings_and_answers_what_needs_a_restart() {
+    let mut h = Harness::new(|_| {});
+    h.start();
+    let mut new = settings();
+    new.client_pipeline = vec!["relog".into(), "manual".into()];
+    new.save_interval = Duration::from_secs(7);
+    new.recovery.restart.attempts = 5;
+    new.ready.timeout = Duration::from_secs(3);
+    new.client = Some(ChildSettings {
+        spec: ProcessSpec::from_argv(&["otherclient".to_owned()]).unwrap(),
+        stop_signal: 15,
+        stop_grace: Duration::from_secs(2),
+        wine: None,
+    });
+    new.client_log = Some("elsewhere.log".into());
+    let needs_restart = h.command("reconfigure", |reply| {
+        SessionCommand::Reconfigure(Box::new(new), reply)
+    });
+    assert_eq!(needs_restart, ["client", "client_log"]);
+    let s = &h.session.settings;
+    assert_eq!(s.client_pipeline, ["relog", "manual"]);
+    assert_eq!(s.save_interval, Duration::from_secs(7));
+    assert_eq!(s.recovery.restart.attempts, 5);
+    assert_eq!(s.ready.timeout, Duration::from_secs(3));
+    assert_eq!(
+        s.client.as_ref().unwrap().spec.program,
+        "swgclient",
+        "the running client's command is kept until a restart"
+    );
+    assert!(s.client_log.is_none());
+    assert!(h.session.autosave_at <= h.clock.now() + Duration::from_secs(7));
+    // The new pipeline is the one the next incident runs.
+    h.exit("client", 1001, Some(1), None);
+    let incidents = h.incidents();
+    let attempts: Vec<&str> = incidents[0]
+        .attempts
+        .iter()
+        .map(|a| a.strategy.as_str())
+        .collect();
+    assert!(!attempts.contains(&"restart"), "{attempts:?}");
+    // The same settings again: nothing needs a restart.
+    let again = h.session.settings.clone();
+    let needs_restart = h.command("reconfigure again", |reply| {
+        SessionCommand::Reconfigure(Box::new(again), reply)
+    });
+    assert!(needs_restart.is_empty(), "{needs_restart:?}");
 }
