@@ -320,6 +320,14 @@ impl ExactlyOnce {
                 Action::SaveThenAck { seq }
             }
             Ok(CompleteOutcome::AlreadyDone) => self.ack_when_durable(seq),
+            Err(err @ TaskError::Unknown { .. }) => {
+                // Never handed out: not acknowledged, not recorded. A fresh `resume` makes
+                // the bot drop it (a bot waiting for the ack would otherwise resend forever).
+                let reason =
+                    format!("task_done refused (seq {seq}): {err}; sending resume without it");
+                tracing::warn!("{reason}");
+                Action::Resync { reason }
+            }
             Err(err) => reject(format!("task_done refused: {err}")),
         }
     }

@@ -139,6 +139,25 @@ fn a_done_task_is_never_started_again_the_bot_gets_a_fresh_resume() {
 }
 
 #[test]
+fn task_done_for_an_id_never_handed_out_is_refused_not_invented_as_done() {
+    let mut state = state_with(&["a"]);
+    let mut rules = ExactlyOnce::new();
+    rules.handle(&mut state, &hello(1), 1.0);
+    let before = state.clone();
+    let action = rules.handle(&mut state, &done("ghost", 9), 2.0);
+    let Action::Resync { reason } = action else {
+        panic!("no ack, no save for an unknown task: {action:?}")
+    };
+    assert!(
+        reason.contains("`ghost`") && reason.contains("seq 9"),
+        "{reason}"
+    );
+    assert_eq!(state, before, "nothing recorded");
+    assert!(state.task("ghost").is_none());
+    assert!(!rules.has_unsaved_changes());
+}
+
+#[test]
 fn a_claim_with_seq_is_acked_after_a_save_and_a_resent_claim_is_not_a_new_attempt() {
     let mut state = state_with(&["a"]);
     let mut rules = ExactlyOnce::new();
