@@ -82,6 +82,7 @@ impl SupervisedChild for FakeChild {
             pgid: self.pid as i32,
             started_at: 0,
             program: "fake".into(),
+            ..ChildRecord::default()
         }
     }
     fn take_stdin(&mut self) -> Option<Box<dyn Write + Send>> {
