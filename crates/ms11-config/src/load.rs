@@ -25,6 +25,8 @@ pub const TOP_LEVEL_KEYS: &[&str] = &[
     "session_tracking",
     "state_backend",
     "keep_generations",
+    "max_state_bytes",
+    "max_patch_bytes",
     "continue_previous",
     "control_socket",
     "plugins",
