@@ -1,5 +1,6 @@
-//! The Unix system calls behind process groups, parent-death signals and leftover
-//! checks.
+//! The Unix system calls behind process groups, parent-death signals, leftover checks
+//! (boot id and start time from `/proc`) and finding a child's descendants by their
+//! environment marker (`/proc/PID/environ`, this user's processes only).
 
 use std::os::unix::process::CommandExt;
 use std::process::Command;
