@@ -3,7 +3,7 @@
 //! The lock file is opened without following a symbolic link (`O_NOFOLLOW`) and with
 //! mode 0600, and it is only rewritten (truncated, our pid written) when it is a regular
 //! file of this user with one link whose content is a pid or nothing: a symlink or a hard
-//! link planted in the state directory never makes the runner write elsewhere.
+//! link planted in the state directory never makes a writer write elsewhere.
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -76,7 +76,7 @@ impl StateLock {
         if !is_pid_or_empty {
             return Err(PersistError::NotOurs {
                 path: lock_path,
-                why: "it holds something else than a pid".into(),
+                why: "it holds something other than a pid".into(),
             });
         }
         let pid = std::process::id();
@@ -96,7 +96,8 @@ impl StateLock {
     }
 }
 
-/// Refuses an opened file (the lock, the json-file backend's state) that is not a regular file of this user with one link.
+/// Refuses an opened file (the lock, the json-file backend's state) that is not a
+/// regular file of this user with a single link.
 #[cfg(unix)]
 pub(crate) fn check_is_ours(file: &File, path: &Path) -> Result<(), PersistError> {
     use std::os::unix::fs::MetadataExt;
