@@ -146,16 +146,92 @@ fn a_bot_crashing_mid_task_reruns_that_task_once() {
     finish(s);
 }
 
+/// A session whose client double-forks a daemon out of its process group and session
+/// (`setsid`, reparented away) each time it starts, writing the daemon's pid to the
+/// returned file: like a game launcher that leaves a helper behind.
+fn started_with_a_double_forking_client() -> (Session, std::path::PathBuf) {
+    use std::os::unix::fs::PermissionsExt;
+    let mut s = Session::new(ScenarioOptions::default());
+    let pid_file = s.scenario.root.join("daemon.pid");
+    let wrapper = s.scenario.root.join("client-with-daemon.sh");
+    let sim_client = s.scenario.bin_dir.join("sim-client");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\n(setsid sleep 300 & echo $! > {:?})\nexec {:?} \"$@\"\n",
+            pid_file.display().to_string(),
+            sim_client.display().to_string()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    s.scenario.options.client_program = Some(wrapper);
+    std::fs::write(s.scenario.config(), s.scenario.config_toml()).unwrap();
+    s.start_runner();
+    s.wait_tasks(3, T);
+    (s, pid_file)
+}
+
+fn daemon_pid(pid_file: &std::path::Path) -> u32 {
+    std::fs::read_to_string(pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// Whether `pid` runs (a zombie waiting to be reaped does not).
+fn runs(pid: u32) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let state = stat
+        .rsplit_once(')')
+        .and_then(|(_, r)| r.split_whitespace().next())
+        .unwrap_or("gone");
+    state != "gone" && state != "Z"
+}
+
+fn gone_within(pid: u32, timeout: Duration) -> bool {
+    let end = std::time::Instant::now() + timeout;
+    while runs(pid) && std::time::Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    !runs(pid)
+}
+
+#[test]
+fn a_daemon_the_client_double_forked_is_stopped_with_the_session() {
+    let (mut s, pid_file) = started_with_a_double_forking_client();
+    let daemon = daemon_pid(&pid_file);
+    assert!(runs(daemon));
+    assert_eq!(s.stop_runner(), Some(0));
+    assert!(
+        gone_within(daemon, Duration::from_secs(5)),
+        "the client's daemon outlived the session"
+    );
+}
+
 #[test]
 fn a_sigkilled_runner_picks_the_session_up_from_disk() {
-    let mut s = started();
+    let (mut s, pid_file) = started_with_a_double_forking_client();
     s.kill_runner();
+    // The client and bot die with the runner (parent-death signal); the daemon the
+    // client double-forked does not: it is the leftover.
+    let daemon = daemon_pid(&pid_file);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        runs(daemon),
+        "the daemon survived the runner, as daemons do"
+    );
     let before = s.state();
     s.start_runner();
     s.wait_event("continue", &[], T);
     s.wait_for("leftovers of the killed runner killed", T, |v| {
         v["event"] == "leftover_killed"
     });
+    assert!(
+        gone_within(daemon, Duration::from_secs(5)),
+        "the killed runner's daemon was left running"
+    );
     let s = finish(s);
     let after = s.state();
     assert!(after.generation > before.generation);

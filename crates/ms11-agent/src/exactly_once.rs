@@ -8,7 +8,7 @@
 //! [`ExactlyOnce::saved`] after it). A repeated `task_done` is acknowledged at once only
 //! when nothing is waiting to be saved; otherwise it needs a save first as well.
 
-use ms11_state::{CompleteOutcome, PatchError, SessionState, TaskError};
+use ms11_state::{CompleteOutcome, PatchError, SessionState, StateLimits, TaskError};
 use thiserror::Error;
 
 use crate::message::{BotMessage, PROTOCOL_VERSION, ProtocolMessage, RunnerMessage};
@@ -154,12 +154,24 @@ pub struct ExactlyOnce {
     warned_before_hello: bool,
     /// The last `task_started` with a seq: (id, seq), to recognise a resend.
     last_claim: Option<(String, u64)>,
+    /// How large a patch and the whole state may grow.
+    limits: StateLimits,
 }
 
 impl ExactlyOnce {
-    /// Bookkeeping for a newly started bot.
+    /// Bookkeeping for a newly started bot, with the default size limits.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Bookkeeping for a newly started bot whose patches and tasks must keep the state
+    /// within `limits`; what would exceed them is refused ([`Action::Rejected`]) and the
+    /// state is unchanged.
+    pub fn with_limits(limits: StateLimits) -> Self {
+        ExactlyOnce {
+            limits,
+            ..Self::default()
+        }
     }
 
     /// The `hello` the bot sent, if any.
@@ -204,7 +216,7 @@ impl ExactlyOnce {
                 bot,
                 version,
             } => self.on_hello(*protocol, bot, version),
-            BotMessage::State { patch } => match state.apply_patch(patch) {
+            BotMessage::State { patch } => match state.apply_patch_within(patch, self.limits) {
                 Ok(fields) if fields.is_empty() => Action::None,
                 Ok(fields) => {
                     self.changed();
@@ -215,6 +227,22 @@ impl ExactlyOnce {
                     patch_reason(&err)
                 )),
             },
+            BotMessage::TaskAdded { id, name } if self.would_overflow(state, &[id, name]) => {
+                reject(format!(
+                    "task_added `{}` refused: {}",
+                    shorten(id),
+                    self.overflow_reason(state, &[id, name])
+                ))
+            }
+            BotMessage::TaskStarted { id, .. }
+                if state.task(id).is_none() && self.would_overflow(state, &[id]) =>
+            {
+                reject(format!(
+                    "task_started `{}` refused: {}",
+                    shorten(id),
+                    self.overflow_reason(state, &[id])
+                ))
+            }
             BotMessage::TaskAdded { id, name } => match state.add_task(id, name) {
                 Ok(()) => {
                     self.changed();
@@ -320,6 +348,14 @@ impl ExactlyOnce {
                 Action::SaveThenAck { seq }
             }
             Ok(CompleteOutcome::AlreadyDone) => self.ack_when_durable(seq),
+            Err(err @ TaskError::Unknown { .. }) => {
+                // Never handed out: not acknowledged, not recorded. A fresh `resume` makes
+                // the bot drop it (a bot waiting for the ack would otherwise resend forever).
+                let reason =
+                    format!("task_done refused (seq {seq}): {err}; sending resume without it");
+                tracing::warn!("{reason}");
+                Action::Resync { reason }
+            }
             Err(err) => reject(format!("task_done refused: {err}")),
         }
     }
@@ -334,6 +370,41 @@ impl ExactlyOnce {
 
     fn changed(&mut self) {
         self.changes += 1;
+    }
+
+    /// The state's size with a new task of these strings added: the id is saved twice
+    /// (ledger and queue), plus the entry's fixed fields.
+    fn size_with_task(state: &SessionState, strings: &[&String]) -> u64 {
+        const TASK_ENTRY_OVERHEAD: u64 = 256;
+        let strings: u64 = strings
+            .iter()
+            .map(|s| 2 * ms11_state::pretty_json_len(s))
+            .sum();
+        ms11_state::pretty_json_len(state)
+            .saturating_add(strings)
+            .saturating_add(TASK_ENTRY_OVERHEAD)
+    }
+
+    fn would_overflow(&self, state: &SessionState, strings: &[&String]) -> bool {
+        Self::size_with_task(state, strings) > self.limits.max_state_bytes
+    }
+
+    fn overflow_reason(&self, state: &SessionState, strings: &[&String]) -> String {
+        PatchError::TooLarge {
+            what: "the session state",
+            bytes: Self::size_with_task(state, strings),
+            limit: self.limits.max_state_bytes,
+        }
+        .to_string()
+    }
+}
+
+/// An id as quoted in a log line: at most 80 characters.
+fn shorten(id: &str) -> String {
+    if id.chars().count() <= 80 {
+        id.to_owned()
+    } else {
+        format!("{}...", id.chars().take(80).collect::<String>())
     }
 }
 

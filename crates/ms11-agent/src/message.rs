@@ -103,6 +103,15 @@ pub enum RunnerMessage {
     Pause,
     /// Stop and exit 0.
     Shutdown,
+    /// A message of the bot was refused and changed nothing (a patch or task over the
+    /// size limits, an invalid field, a duplicate task). Bots that do not know this type
+    /// ignore it.
+    Rejected {
+        /// The `type` of the refused message (`state`, `task_added`, ...).
+        of: String,
+        /// Why, naming the field or task.
+        reason: String,
+    },
 }
 
 /// Names of the `type`s of [`BotMessage`].
@@ -118,7 +127,8 @@ pub const BOT_MESSAGE_TYPES: &[&str] = &[
 ];
 
 /// Names of the `type`s of [`RunnerMessage`].
-pub const RUNNER_MESSAGE_TYPES: &[&str] = &["resume", "ack", "relog", "pause", "shutdown"];
+pub const RUNNER_MESSAGE_TYPES: &[&str] =
+    &["resume", "ack", "relog", "pause", "shutdown", "rejected"];
 
 /// The JSON kind a field must have (used to name the field in decode errors).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -232,6 +242,7 @@ impl ProtocolMessage for RunnerMessage {
             RunnerMessage::Relog => "relog",
             RunnerMessage::Pause => "pause",
             RunnerMessage::Shutdown => "shutdown",
+            RunnerMessage::Rejected { .. } => "rejected",
         }
     }
 }

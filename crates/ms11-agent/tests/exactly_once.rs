@@ -139,6 +139,25 @@ fn a_done_task_is_never_started_again_the_bot_gets_a_fresh_resume() {
 }
 
 #[test]
+fn task_done_for_an_id_never_handed_out_is_refused_not_invented_as_done() {
+    let mut state = state_with(&["a"]);
+    let mut rules = ExactlyOnce::new();
+    rules.handle(&mut state, &hello(1), 1.0);
+    let before = state.clone();
+    let action = rules.handle(&mut state, &done("ghost", 9), 2.0);
+    let Action::Resync { reason } = action else {
+        panic!("no ack, no save for an unknown task: {action:?}")
+    };
+    assert!(
+        reason.contains("`ghost`") && reason.contains("seq 9"),
+        "{reason}"
+    );
+    assert_eq!(state, before, "nothing recorded");
+    assert!(state.task("ghost").is_none());
+    assert!(!rules.has_unsaved_changes());
+}
+
+#[test]
 fn a_claim_with_seq_is_acked_after_a_save_and_a_resent_claim_is_not_a_new_attempt() {
     let mut state = state_with(&["a"]);
     let mut rules = ExactlyOnce::new();
@@ -255,4 +274,70 @@ fn heartbeat_log_and_relog_result_are_passed_on() {
         }
     );
     assert!(!rules.has_unsaved_changes());
+}
+
+#[test]
+fn patches_and_tasks_over_the_size_limits_are_refused_and_change_nothing() {
+    let limits = ms11_state::StateLimits {
+        max_patch_bytes: 1024,
+        max_state_bytes: 8 * 1024,
+    };
+    let mut state = state_with(&["a"]);
+    let mut rules = ExactlyOnce::with_limits(limits);
+    rules.handle(&mut state, &hello(1), 1.0);
+    let patch = |v: serde_json::Value| BotMessage::State {
+        patch: v.as_object().unwrap().clone(),
+    };
+    // One patch over the patch limit, even if the state had room.
+    let before = state.clone();
+    let action = rules.handle(
+        &mut state,
+        &patch(json!({"zone": "moenia", "notes": "n".repeat(2000)})),
+        2.0,
+    );
+    let Action::Rejected { reason } = action else {
+        panic!("{action:?}")
+    };
+    assert!(
+        reason.contains("the patch would be") && reason.contains("limit of 1024 bytes"),
+        "{reason}"
+    );
+    assert_eq!(state, before, "refused whole: not even `zone` changed");
+    // Patches within the limit until the state would outgrow its own.
+    let mut last = Action::None;
+    for i in 0..20 {
+        last = rules.handle(
+            &mut state,
+            &patch(json!({ format!("k{i}"): "v".repeat(800) })),
+            3.0,
+        );
+        if matches!(last, Action::Rejected { .. }) {
+            break;
+        }
+    }
+    let Action::Rejected { reason } = last else {
+        panic!("the state limit was never reached: {last:?}")
+    };
+    assert!(reason.contains("the session state would be"), "{reason}");
+    assert!(ms11_state::pretty_json_len(&state) <= limits.max_state_bytes);
+    // A task that would not fit is refused too, and not added.
+    let big_id = "t".repeat(4000);
+    let added = BotMessage::TaskAdded {
+        id: big_id.clone(),
+        name: String::new(),
+    };
+    assert!(matches!(
+        rules.handle(&mut state, &added, 4.0),
+        Action::Rejected { reason } if reason.contains("task_added")
+    ));
+    assert!(matches!(
+        rules.handle(&mut state, &started(&big_id, Some(5)), 4.0),
+        Action::Rejected { reason } if reason.contains("task_started")
+    ));
+    assert!(state.task(&big_id).is_none());
+    // Small tasks still fit.
+    assert_eq!(
+        rules.handle(&mut state, &started("a", Some(6)), 5.0),
+        Action::SaveThenAck { seq: 6 }
+    );
 }

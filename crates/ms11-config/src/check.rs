@@ -9,6 +9,12 @@ use crate::model::{ProcessConfig, ReadyKind};
 /// The built-in strategy names.
 pub const BUILTIN_STRATEGIES: &[&str] = &["restart", "relog", "manual", "restore"];
 
+/// The largest state file a load accepts (the persist layer's limit).
+const MAX_LOADABLE_STATE_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Below this a state cannot hold even a modest task ledger.
+const MIN_STATE_BYTES: u64 = 64 * 1024;
+
 impl LoadedConfig {
     /// Everything wrong with the configuration. `extra_strategies` are names provided
     /// by plugins.
@@ -28,6 +34,26 @@ impl LoadedConfig {
         }
         if config.keep_generations == 0 {
             add("keep_generations".into(), "must be at least 1".into());
+        }
+        if config.max_state_bytes > MAX_LOADABLE_STATE_BYTES {
+            add(
+                "max_state_bytes".into(),
+                format!(
+                    "must be at most {MAX_LOADABLE_STATE_BYTES} (64 MiB): a larger state file would not load again"
+                ),
+            );
+        }
+        if config.max_state_bytes < MIN_STATE_BYTES {
+            add(
+                "max_state_bytes".into(),
+                format!("must be at least {MIN_STATE_BYTES} (64 KiB)"),
+            );
+        }
+        if config.max_patch_bytes == 0 || config.max_patch_bytes > config.max_state_bytes {
+            add(
+                "max_patch_bytes".into(),
+                "must be at least 1 and at most max_state_bytes".into(),
+            );
         }
         for dir in &config.plugins.dirs {
             if !dir.is_absolute() {

@@ -26,6 +26,8 @@ pub const TOP_LEVEL_KEYS: &[&str] = &[
     "session_tracking",
     "state_backend",
     "keep_generations",
+    "max_state_bytes",
+    "max_patch_bytes",
     "continue_previous",
     "control_socket",
     "plugins",
@@ -44,6 +46,9 @@ pub const NON_CONFIG_ENV: &[&str] = &[
     "MS11_KILL9_ITERATIONS",
     "MS11_SAVER_DIR",
     "MS11_PDEATHSIG_HELPER",
+    // The marker every child of a runner carries (`ms11-process`); a bot that runs
+    // `ms11-recovery ack` inherits it.
+    "MS11_SESSION_TOKEN",
 ];
 
 /// Prefixes of `MS11_*` variables that belong to the project's tools (benchmarks).

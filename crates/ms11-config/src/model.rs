@@ -36,6 +36,13 @@ pub struct Config {
     pub state_backend: StateBackend,
     /// How many generations of each state file to keep (1 = only the current one).
     pub keep_generations: usize,
+    /// The largest a session's state may grow, in bytes as saved (default 16 MiB). A bot
+    /// patch or task that would make it larger is refused (logged, and `rejected` to the
+    /// bot); what is saved stays. At most 64 MiB, the largest state file a load accepts.
+    pub max_state_bytes: u64,
+    /// The largest one `state` patch from the bot may be, in bytes as saved (default
+    /// 1 MiB). A larger patch is refused as a whole; the state is unchanged.
+    pub max_patch_bytes: u64,
     /// On start with a saved session: `ask` (on a terminal; continue without one),
     /// `yes` (always continue) or `no` (always start a new session).
     pub continue_previous: ContinuePrevious,
@@ -62,6 +69,8 @@ impl Default for Config {
             session_tracking: SessionTracking::default(),
             state_backend: StateBackend::Atomic,
             keep_generations: 3,
+            max_state_bytes: 16 * 1024 * 1024,
+            max_patch_bytes: 1024 * 1024,
             continue_previous: ContinuePrevious::Ask,
             control_socket: None,
             plugins: PluginsConfig::default(),

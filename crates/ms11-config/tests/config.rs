@@ -478,3 +478,22 @@ mod properties {
         }
     }
 }
+
+#[test]
+fn check_refuses_size_limits_a_load_could_not_honour() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(
+        &dir,
+        "ms11.toml",
+        "max_state_bytes = 100000000\nmax_patch_bytes = 200000000\n",
+    );
+    let loaded = from_file(&path).unwrap();
+    assert_eq!(loaded.config.max_state_bytes, 100_000_000);
+    let problems: Vec<String> = loaded.check(&[]).iter().map(|p| p.key.clone()).collect();
+    assert_eq!(problems, ["max_state_bytes", "max_patch_bytes"]);
+    let defaults = ms11_config::Config::default();
+    assert_eq!(
+        (defaults.max_state_bytes, defaults.max_patch_bytes),
+        (16 * 1024 * 1024, 1024 * 1024)
+    );
+}

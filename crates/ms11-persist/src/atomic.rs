@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use ms11_state::SessionState;
-use tracing::debug;
+use tracing::{debug, warn};
 
 use crate::files::StateFiles;
 use crate::lock::StateLock;
@@ -174,18 +174,38 @@ pub(crate) fn stamp_and_serialize(
         last_save_time: state.last_save_time,
         save_count: state.runtime.save_count,
     };
-    state.generation = last_generation.max(state.generation) + 1;
+    // A generation (or save count) read from a file can be anything up to u64::MAX: the
+    // counters saturate rather than overflow, and a save at the ceiling says so.
+    let newest = last_generation.max(state.generation);
+    state.generation = newest.saturating_add(1);
+    if newest == u64::MAX {
+        warn!(
+            path = %path.display(),
+            "the generation counter is at its maximum ({}); saving under the same number \
+             (the main file wins a tie); start a fresh state file to reset it",
+            u64::MAX
+        );
+    }
     state.last_save_time = unix_now();
-    state.runtime.save_count += 1;
+    state.runtime.save_count = state.runtime.save_count.saturating_add(1);
     let json = state
         .validate()
         .map_err(ms11_state::StateError::from)
         .and_then(|()| state.to_json_pretty());
     match json {
-        Ok(json) => Ok(Stamped {
-            bytes: integrity::seal(&json),
-            previous,
-        }),
+        Ok(json) => {
+            let bytes = integrity::seal(&json);
+            if bytes.len() as u64 > crate::files::MAX_STATE_BYTES {
+                // A file the loader refuses would be no save at all.
+                previous.restore(state);
+                return Err(PersistError::TooLarge {
+                    path: path.to_path_buf(),
+                    bytes: bytes.len() as u64,
+                    limit: crate::files::MAX_STATE_BYTES,
+                });
+            }
+            Ok(Stamped { bytes, previous })
+        }
         Err(source) => {
             previous.restore(state);
             Err(PersistError::InvalidState {
@@ -193,6 +213,67 @@ pub(crate) fn stamp_and_serialize(
                 source,
             })
         }
+    }
+}
+
+/// `O_NOFOLLOW` for `OpenOptionsExt::custom_flags`: opening a symbolic link fails.
+#[cfg(unix)]
+pub(crate) const NO_FOLLOW_FLAG: i32 = rustix::fs::OFlags::NOFOLLOW.bits() as i32;
+
+/// Whether `path` itself is a symbolic link (not following it).
+pub(crate) fn is_symlink(path: &Path) -> bool {
+    fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink())
+}
+
+/// Warns when an existing state directory is writable by its group or by everyone:
+/// another user could then replace the state files. Returns the warning, if any.
+pub fn shared_dir_warning(dir: &Path) -> Option<String> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = fs::metadata(dir).ok()?.permissions().mode() & 0o777;
+        if mode & 0o022 != 0 {
+            return Some(format!(
+                "the state directory `{}` is writable by {} (mode {mode:03o}): another user \
+                 could replace the state files; `chmod 700` it",
+                dir.display(),
+                if mode & 0o002 != 0 {
+                    "everyone"
+                } else {
+                    "its group"
+                }
+            ));
+        }
+        None
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = dir;
+        None
+    }
+}
+
+/// Logs [`shared_dir_warning`], if any.
+pub(crate) fn warn_if_shared_dir(dir: &Path) {
+    if let Some(warning) = shared_dir_warning(dir) {
+        warn!("{warning}");
+    }
+}
+
+/// Creates a directory of ours inside the state directory (the quarantine), mode 0700;
+/// a symbolic link or anything else than a directory at that name is refused.
+pub(crate) fn create_private_subdir(dir: &Path) -> Result<(), PersistError> {
+    match fs::symlink_metadata(dir) {
+        Ok(meta) if meta.file_type().is_dir() => Ok(()),
+        Ok(meta) => Err(PersistError::NotAFile {
+            path: dir.to_path_buf(),
+            what: if meta.file_type().is_symlink() {
+                "a symbolic link"
+            } else {
+                "a file where a directory of ours belongs"
+            },
+        }),
+        Err(_) => create_private_dir(dir),
     }
 }
 

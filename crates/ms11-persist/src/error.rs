@@ -27,6 +27,29 @@ pub enum PersistError {
         /// What it is (`a directory`, `a symbolic link`, ...).
         what: &'static str,
     },
+    /// A file the runner would write is not one of its own (another user's, a hard link,
+    /// unexpected content): it is left untouched.
+    #[error(
+        "`{path}` is not a file of ours ({why}); it was left untouched: move it out of the way"
+    )]
+    NotOurs {
+        /// The path.
+        path: PathBuf,
+        /// Why it is not ours.
+        why: String,
+    },
+    /// The state would be larger than a load accepts; nothing was written.
+    #[error(
+        "refusing to save a state of {bytes} bytes to `{path}`: the limit is {limit} bytes (a larger file would not load again); the previous state is intact"
+    )]
+    TooLarge {
+        /// The state file.
+        path: PathBuf,
+        /// The size of the serialised state.
+        bytes: u64,
+        /// The limit.
+        limit: u64,
+    },
     /// State files exist and none of them is usable.
     #[error(
         "state files exist in `{dir}` but none is valid:\n{list}\nnothing was changed; start fresh with --force (the bad files are then kept in `quarantine/`)",

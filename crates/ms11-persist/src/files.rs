@@ -72,8 +72,9 @@ fn parse_checked(bytes: &[u8]) -> Result<LoadedState, String> {
     Ok(loaded)
 }
 
-/// A state file larger than this is refused (a state is a few KB).
-const MAX_STATE_BYTES: u64 = 64 * 1024 * 1024;
+/// A state file larger than this is refused by a load (a state is a few KB), so a save
+/// refuses to write one.
+pub const MAX_STATE_BYTES: u64 = 64 * 1024 * 1024;
 
 /// One file found on disk.
 #[derive(Debug, Clone, PartialEq)]

@@ -2,6 +2,7 @@
 //! for tests and for tools that share the file and expect exactly the seed's behaviour.
 
 use std::fs;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -34,6 +35,40 @@ impl JsonFileStore {
     }
 }
 
+/// Rewrites the state file in place: never through a symbolic link, never a file that
+/// is not ours (another user's, a hard link); mode 0600.
+fn rewrite_own_file(path: &Path, bytes: &[u8]) -> Result<(), PersistError> {
+    let mut options = fs::OpenOptions::new();
+    options.write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options
+            .mode(0o600)
+            .custom_flags(crate::atomic::NO_FOLLOW_FLAG);
+    }
+    let mut file = options.open(path).map_err(|e| {
+        if crate::atomic::is_symlink(path) {
+            PersistError::NotAFile {
+                path: path.to_path_buf(),
+                what: "a symbolic link",
+            }
+        } else {
+            PersistError::io("open", path, e)
+        }
+    })?;
+    crate::lock::check_is_ours(&file, path)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        file.set_permissions(fs::Permissions::from_mode(0o600))
+            .map_err(|e| PersistError::io("make private", path, e))?;
+    }
+    file.set_len(0)
+        .and_then(|()| file.write_all(bytes))
+        .map_err(|e| PersistError::io("write", path, e))
+}
+
 impl StateStore for JsonFileStore {
     fn path(&self) -> &Path {
         self.files.path()
@@ -58,7 +93,7 @@ impl StateStore for JsonFileStore {
                     what: "a directory",
                 });
             }
-            fs::write(path, &stamped.bytes).map_err(|e| PersistError::io("write", path, e))
+            rewrite_own_file(path, &stamped.bytes)
         });
         if let Err(e) = written {
             stamped.previous.restore(state);

@@ -16,6 +16,10 @@
 //! file when a valid one was found. If state files exist and none is valid, loading
 //! fails and says why for each: never a silent default.
 //!
+//! Every file this crate creates is mode 0600 and every directory 0700; nothing is
+//! written through a symbolic link found in the state directory, and an existing state
+//! directory writable by others is warned about ([`shared_dir_warning`]).
+//!
 //! One process writes a state file at a time ([`StateLock`]); [`cleanup`] removes old
 //! generations, stale temp files and quarantine entries, never the newest valid state.
 //! This crate knows nothing of detectors, strategies or processes.
@@ -34,10 +38,10 @@ use std::time::Duration;
 
 use ms11_state::{Migration, SessionState};
 
-pub use atomic::AtomicStore;
+pub use atomic::{AtomicStore, shared_dir_warning};
 pub use cleanup::{CleanupReport, cleanup};
 pub use error::PersistError;
-pub use files::{GenerationInfo, StateFiles};
+pub use files::{GenerationInfo, MAX_STATE_BYTES, StateFiles};
 pub use json_file::JsonFileStore;
 pub use lock::StateLock;
 pub use quarantine::QuarantinedFile;

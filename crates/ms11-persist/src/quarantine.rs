@@ -26,7 +26,7 @@ pub(crate) fn move_to_quarantine(
     reason: &str,
 ) -> Result<QuarantinedFile, PersistError> {
     let dir = files.quarantine_dir();
-    crate::atomic::create_private_dir(&dir)?;
+    crate::atomic::create_private_subdir(&dir)?;
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -44,7 +44,7 @@ pub(crate) fn move_to_quarantine(
     };
     fs::rename(path, &moved_to).map_err(|e| PersistError::io("move to quarantine", path, e))?;
     let note = format!("original: {}\nreason: {reason}\n", path.display());
-    if let Err(e) = fs::write(reason_path(&moved_to), note) {
+    if let Err(e) = write_private_new(&reason_path(&moved_to), note.as_bytes()) {
         warn!(path = %moved_to.display(), error = %e, "could not write the quarantine reason file");
     }
     warn!(from = %path.display(), to = %moved_to.display(), %reason, "quarantined a state file");
@@ -53,6 +53,19 @@ pub(crate) fn move_to_quarantine(
         moved_to,
         reason: reason.to_owned(),
     })
+}
+
+/// Writes a new file (never an existing one, never through a symbolic link), mode 0600.
+fn write_private_new(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    options.open(path)?.write_all(bytes)
 }
 
 fn reason_path(moved_to: &Path) -> PathBuf {

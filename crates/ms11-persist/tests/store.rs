@@ -381,3 +381,64 @@ fn cleanup_removes_old_files_but_never_the_newest_valid_state() {
     let report = cleanup(&path, Duration::from_secs(3600)).unwrap();
     assert!(report.removed.is_empty());
 }
+
+#[test]
+fn a_state_file_at_the_largest_generation_loads_and_saves_without_panicking() {
+    for backend in [Backend::Atomic, Backend::JsonFile] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = state_path(&dir);
+        {
+            // A file whose counters are at the ceiling (a hand edit, a damaged tool).
+            let mut store = open_store(&path, backend, 3).unwrap();
+            let mut s = state("naboo");
+            s.generation = u64::MAX - 1;
+            s.runtime.save_count = u64::MAX - 1;
+            store.save(&mut s).unwrap();
+            assert_eq!(s.generation, u64::MAX);
+        }
+        let mut store = open_store(&path, backend, 3).unwrap();
+        let mut loaded = store.load().unwrap().unwrap().state;
+        assert_eq!(loaded.generation, u64::MAX);
+        loaded.planet = "tatooine".into();
+        for _ in 0..3 {
+            let report = store.save(&mut loaded).unwrap();
+            assert_eq!(report.generation, u64::MAX, "{backend:?}");
+        }
+        assert_eq!(loaded.runtime.save_count, u64::MAX);
+        let again = store.load().unwrap().unwrap().state;
+        assert_eq!(
+            again.planet, "tatooine",
+            "{backend:?}: the newest save is loaded"
+        );
+    }
+}
+
+#[test]
+fn a_state_larger_than_a_load_accepts_is_never_written() {
+    for backend in [Backend::Atomic, Backend::JsonFile] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = state_path(&dir);
+        let mut store = open_store(&path, backend, 3).unwrap();
+        let mut s = state("naboo");
+        store.save(&mut s).unwrap();
+        let saved = fs::read(&path).unwrap();
+        let limit = ms11_persist::MAX_STATE_BYTES as usize;
+        s.extra
+            .insert("hoard".into(), serde_json::Value::String("x".repeat(limit)));
+        let before = s.clone();
+        let err = store.save(&mut s).unwrap_err();
+        assert!(
+            matches!(err, PersistError::TooLarge { .. }),
+            "{backend:?}: {err}"
+        );
+        assert!(
+            err.to_string().contains("previous state is intact"),
+            "{err}"
+        );
+        assert_eq!(s, before, "{backend:?}: the state is unchanged");
+        assert_eq!(fs::read(&path).unwrap(), saved, "{backend:?}: the file too");
+        drop(s);
+        let loaded = store.load().unwrap().unwrap();
+        assert_eq!(loaded.state.generation, 1);
+    }
+}

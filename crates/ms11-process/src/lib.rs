@@ -6,7 +6,13 @@
 //! the moment it exits (no polling). [`ManagedChild::stop`] stops in stages: the
 //! configured signal to the whole group, a grace period, then SIGKILL to the group, and
 //! says which one ended it. [`kill_leftovers`] kills what a SIGKILLed runner left behind,
-//! after checking that each recorded pid is still the program it was (pids are reused).
+//! after checking that each recorded pid is still the process it was: same boot, same
+//! start time (pids are reused; after a reboot every recorded pid is stale).
+//!
+//! Every child carries an environment marker, [`SESSION_TOKEN_ENV`], with a value of its
+//! own that its descendants inherit. A daemon that double-forked out of the child's
+//! process group (`setsid`) still carries it: the signals of a stop, and the kill of
+//! leftovers, reach every process of this user that has the child's marker.
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
@@ -20,6 +26,32 @@ use tracing::{debug, info, warn};
 
 #[cfg(unix)]
 mod unix;
+
+/// The environment variable every child is started with: a random value per spawn, so
+/// that its descendants can be found even after they left its process group.
+pub const SESSION_TOKEN_ENV: &str = "MS11_SESSION_TOKEN";
+
+/// A fresh random marker value (not a secret: it only has to be unique).
+fn new_token() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let count = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let mut words = [0u64; 2];
+    for (i, word) in words.iter_mut().enumerate() {
+        // RandomState is seeded from the OS's random source.
+        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+        hasher.write_u128(nanos);
+        hasher.write_u64(count);
+        hasher.write_u32(std::process::id());
+        hasher.write_usize(i);
+        *word = hasher.finish();
+    }
+    format!("{:016x}{:016x}", words[0], words[1])
+}
 
 /// What to do with one of the child's standard streams.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -136,6 +168,9 @@ pub struct ManagedChild {
     program: String,
     pid: u32,
     started_unix: u64,
+    start_ticks: Option<u64>,
+    boot_id: Option<String>,
+    token: String,
     exit: ExitCell,
     stdin: Option<ChildStdin>,
     stdout: Option<ChildStdout>,
@@ -161,6 +196,8 @@ impl ManagedChild {
         for (k, v) in &spec.env {
             command.env(k, v);
         }
+        let token = new_token();
+        command.env(SESSION_TOKEN_ENV, &token);
         #[cfg(unix)]
         unix::own_group_and_die_with_parent(&mut command);
         let mut child =
@@ -170,6 +207,13 @@ impl ManagedChild {
                 source,
             })?;
         let pid = child.id();
+        #[cfg(unix)]
+        let (start_ticks, boot_id) = (
+            i32::try_from(pid).ok().and_then(unix::start_ticks),
+            unix::boot_id(),
+        );
+        #[cfg(not(unix))]
+        let (start_ticks, boot_id) = (None, None);
         let started_unix = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
@@ -192,6 +236,9 @@ impl ManagedChild {
             program: spec.program.clone(),
             pid,
             started_unix,
+            start_ticks,
+            boot_id,
+            token,
             exit,
             stdin,
             stdout,
@@ -235,8 +282,7 @@ impl ManagedChild {
             self.kill_group(); // grandchildren may remain in the group
             return StopOutcome::AlreadyExited;
         }
-        #[cfg(unix)]
-        unix::signal_group(self.pid, signal);
+        self.signal_group(signal);
         if self.wait_exit(grace).is_some() {
             self.kill_group();
             debug!(role = %self.role, pid = self.pid, "exited after the stop signal");
@@ -248,20 +294,26 @@ impl ManagedChild {
         StopOutcome::Killed
     }
 
-    /// Sends `signal` to the whole process group and returns at once. A supervisor that
-    /// must not block uses this and a timer of its own instead of [`ManagedChild::stop`];
-    /// the exit arrives on the events channel as always.
+    /// Sends `signal` to the whole process group, and to the descendants that left it
+    /// (they carry the child's [`SESSION_TOKEN_ENV`] marker), and returns at once. A
+    /// supervisor that must not block uses this and a timer of its own instead of
+    /// [`ManagedChild::stop`]; the exit arrives on the events channel as always.
     pub fn signal_group(&self, signal: i32) {
         #[cfg(unix)]
-        unix::signal_group(self.pid, signal);
+        unix::signal_group_and_marked(self.pid, &self.token, signal);
         #[cfg(not(unix))]
         let _ = signal;
     }
 
-    /// SIGKILL to the whole process group (grandchildren included).
+    /// SIGKILL to the whole process group (grandchildren included) and to the
+    /// descendants that left it.
     pub fn kill_group(&self) {
-        #[cfg(unix)]
-        unix::signal_group(self.pid, 9);
+        self.signal_group(9);
+    }
+
+    /// The value of its [`SESSION_TOKEN_ENV`] marker.
+    pub fn token(&self) -> &str {
+        &self.token
     }
 
     /// What to persist so a restarted runner can kill leftovers.
@@ -272,6 +324,9 @@ impl ManagedChild {
             pgid: i32::try_from(self.pid).unwrap_or(i32::MAX),
             started_at: self.started_unix,
             program: self.program.clone(),
+            start_ticks: self.start_ticks,
+            boot_id: self.boot_id.clone(),
+            token: Some(self.token.clone()),
         }
     }
 
@@ -366,14 +421,16 @@ pub struct Leftover {
 pub enum LeftoverAction {
     /// Gone already.
     Gone,
-    /// The pid now belongs to another program: left alone.
+    /// The pid now belongs to another process (another start time, another boot, another
+    /// program): left alone.
     PidReused,
     /// Its process group was killed.
     Killed,
 }
 
-/// Kills the process groups of a previous runner's children that still run, after
-/// checking each pid still runs the recorded program in the recorded group.
+/// Kills the process groups of a previous runner's children that still run, and their
+/// marked descendants, after checking each pid is still the recorded process (same boot,
+/// same start time; for records of older versions, the recorded program and group).
 pub fn kill_leftovers(records: &[ChildRecord]) -> Vec<Leftover> {
     records
         .iter()

@@ -1,5 +1,6 @@
-//! The Unix system calls behind process groups, parent-death signals and leftover
-//! checks.
+//! The Unix system calls behind process groups, parent-death signals, leftover checks
+//! (boot id and start time from `/proc`) and finding a child's descendants by their
+//! environment marker (`/proc/PID/environ`, this user's processes only).
 
 use std::os::unix::process::CommandExt;
 use std::process::Command;
@@ -36,6 +37,22 @@ pub(crate) fn own_group_and_die_with_parent(command: &mut Command) {
     }
 }
 
+/// Sends `signal` to the process group led by `pid`, and to every process carrying the
+/// marker `token` (descendants that left the group); errors (already gone) are ignored.
+pub(crate) fn signal_group_and_marked(pid: u32, token: &str, signal: i32) {
+    signal_group(pid, signal);
+    if let Some(signal) = Signal::from_named_raw(signal) {
+        let n = signal_marked(token, signal);
+        if n > 0 {
+            tracing::debug!(
+                pid,
+                signalled = n,
+                "signalled descendants outside the process group"
+            );
+        }
+    }
+}
+
 /// Sends `signal` to the process group led by `pid`; errors (already gone) are ignored.
 pub(crate) fn signal_group(pid: u32, signal: i32) {
     let Some(pid) = i32::try_from(pid).ok().and_then(Pid::from_raw) else {
@@ -62,28 +79,141 @@ pub(crate) fn alive(pid: i32) -> bool {
     }
 }
 
+/// Kills what is left of a recorded child, when it is provably ours.
+///
+/// A record from another boot names nothing of ours. When the leader still runs, its
+/// start time must be the recorded one (older records without one fall back to the
+/// recorded group and program). Then its process group is killed, and so is every
+/// process of this user that carries the child's environment marker (descendants that
+/// left the group). When the leader is gone, only marked processes are killed: a group
+/// id alone is never enough.
 pub(crate) fn kill_leftover(record: &ChildRecord) -> LeftoverAction {
     let Some(pid) = Pid::from_raw(record.pid) else {
         return LeftoverAction::Gone;
     };
-    if !alive(record.pid) {
-        // The leader is gone; members of its group may remain.
-        if let Some(group) = Pid::from_raw(record.pgid)
-            && rustix::process::kill_process_group(group, Signal::KILL).is_ok()
-        {
-            return LeftoverAction::Killed;
-        }
-        return LeftoverAction::Gone;
-    }
-    let same_group =
-        rustix::process::getpgid(Some(pid)).is_ok_and(|g| g.as_raw_nonzero().get() == record.pgid);
-    if !same_group || !runs_program(record.pid, &record.program) {
+    if from_another_boot(record) {
         return LeftoverAction::PidReused;
     }
-    if let Some(group) = Pid::from_raw(record.pgid) {
+    if !alive(record.pid) {
+        let marked = record
+            .token
+            .as_deref()
+            .map_or(0, |token| signal_marked(token, Signal::KILL));
+        return if marked > 0 {
+            LeftoverAction::Killed
+        } else {
+            LeftoverAction::Gone
+        };
+    }
+    let same_process = match record.start_ticks {
+        Some(ticks) => start_ticks(record.pid) == Some(ticks),
+        None => {
+            rustix::process::getpgid(Some(pid))
+                .is_ok_and(|g| g.as_raw_nonzero().get() == record.pgid)
+                && runs_program(record.pid, &record.program)
+        }
+    };
+    if !same_process {
+        return LeftoverAction::PidReused;
+    }
+    if record.pgid == record.pid
+        && let Some(group) = Pid::from_raw(record.pgid)
+    {
         let _ = rustix::process::kill_process_group(group, Signal::KILL);
+    } else {
+        let _ = rustix::process::kill_process(pid, Signal::KILL);
+    }
+    if let Some(token) = &record.token {
+        signal_marked(token, Signal::KILL);
     }
     LeftoverAction::Killed
+}
+
+/// Whether the record was made before the current boot: its boot id differs, or it was
+/// started (unix seconds) before the system booted.
+fn from_another_boot(record: &ChildRecord) -> bool {
+    if let (Some(recorded), Some(current)) = (&record.boot_id, boot_id()) {
+        return *recorded != current;
+    }
+    boot_time_unix().is_some_and(|booted| record.started_at < booted)
+}
+
+/// The kernel's boot id (changes with every boot).
+pub(crate) fn boot_id() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .ok()
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+}
+
+/// When the system booted, in unix seconds (`btime` of `/proc/stat`).
+fn boot_time_unix() -> Option<u64> {
+    std::fs::read_to_string("/proc/stat")
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("btime "))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// A process's start time in clock ticks after boot: field 22 of `/proc/PID/stat`.
+pub(crate) fn start_ticks(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // "pid (comm) state ppid ...": comm may hold spaces and parentheses, so count from
+    // the last ')'; the field after it is field 3.
+    let (_, rest) = stat.rsplit_once(')')?;
+    rest.split_whitespace().nth(22 - 3)?.parse().ok()
+}
+
+/// Sends `signal` to every process of this user (other than the runner itself) whose
+/// environment carries `MS11_SESSION_TOKEN=<token>`; returns how many were signalled.
+pub(crate) fn signal_marked(token: &str, signal: Signal) -> usize {
+    let mut signalled = 0;
+    for pid in marked_processes(token) {
+        if let Some(p) = Pid::from_raw(pid)
+            && rustix::process::kill_process(p, signal).is_ok()
+        {
+            signalled += 1;
+        }
+    }
+    signalled
+}
+
+/// The pids of this user's processes whose environment carries the marker `token`.
+pub(crate) fn marked_processes(token: &str) -> Vec<i32> {
+    use std::os::unix::fs::MetadataExt;
+    if token.is_empty() {
+        return Vec::new();
+    }
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let me = rustix::process::geteuid().as_raw();
+    let own = std::process::id();
+    let needle = format!("{}={token}", crate::SESSION_TOKEN_ENV);
+    let mut found = Vec::new();
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        if pid as u32 == own || entry.metadata().map_or(true, |m| m.uid() != me) {
+            continue;
+        }
+        let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else {
+            continue;
+        };
+        if environ
+            .split(|b| *b == 0)
+            .any(|var| var == needle.as_bytes())
+            && alive(pid)
+        {
+            found.push(pid);
+        }
+    }
+    found
 }
 
 /// Whether /proc says `pid` runs `program` (by executable or command name).

@@ -155,3 +155,151 @@ fn pdeathsig_helper() {
     println!("child {}", child.pid());
     std::thread::sleep(Duration::from_secs(30));
 }
+
+/// Field `n` (1-based, as in proc(5)) of `/proc/PID/stat`.
+fn stat_field(pid: u32, n: usize) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = stat.rsplit_once(')')?;
+    rest.split_whitespace().nth(n - 3)?.parse().ok()
+}
+
+fn wait_gone(pid: u32) -> bool {
+    let end = Instant::now() + Duration::from_secs(5);
+    while running(pid) && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    !running(pid)
+}
+
+/// A client that double-forks a daemon out of its process group and session (`setsid`,
+/// reparented away when the subshell exits), prints the daemon's pid, and runs on.
+fn double_forking_client() -> (ManagedChild, u32) {
+    let (tx, _rx) = crossbeam_channel::unbounded();
+    let spec = ProcessSpec {
+        program: "sh".into(),
+        args: vec![
+            "-c".into(),
+            "(setsid sleep 300 & echo $!); exec sleep 300".into(),
+        ],
+        stdout: StdioMode::Piped,
+        ..ProcessSpec::default()
+    };
+    let mut child = ManagedChild::spawn(&spec, "client", tx).unwrap();
+    let mut out = BufReader::new(child.take_stdout().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    let daemon: u32 = line.trim().parse().unwrap();
+    // `$!` is printed as soon as the subshell forked; `setsid` runs a moment later.
+    let end = Instant::now() + Duration::from_secs(5);
+    while stat_field(daemon, 5) == Some(u64::from(child.pid())) && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(running(daemon));
+    assert_ne!(
+        stat_field(daemon, 5),
+        Some(u64::from(child.pid())),
+        "the daemon left the client's process group"
+    );
+    (child, daemon)
+}
+
+#[test]
+fn a_daemon_that_left_the_process_group_is_killed_on_stop() {
+    let (child, daemon) = double_forking_client();
+    child.stop(15, Duration::from_secs(2));
+    assert!(
+        wait_gone(daemon),
+        "the double-forked daemon survived the stop"
+    );
+}
+
+#[test]
+fn leftovers_include_daemons_that_left_the_process_group() {
+    let (child, daemon) = double_forking_client();
+    let record = child.record();
+    assert!(record.token.is_some() && record.start_ticks.is_some());
+    // The runner was killed: only the leader is gone (its parent-death signal); the
+    // daemon, in a session of its own, runs on.
+    let killed = std::process::Command::new("kill")
+        .args(["-9", &child.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    assert!(child.wait_exit(Duration::from_secs(5)).is_some());
+    assert!(running(daemon));
+    let actions: Vec<LeftoverAction> = kill_leftovers(&[record])
+        .into_iter()
+        .map(|l| l.action)
+        .collect();
+    assert_eq!(actions, [LeftoverAction::Killed]);
+    assert!(
+        wait_gone(daemon),
+        "the daemon survived the runner's restart"
+    );
+}
+
+#[test]
+fn a_process_that_merely_reuses_a_recorded_pid_is_never_signalled() {
+    use std::os::unix::process::CommandExt;
+    // An unrelated process that runs the recorded program in a group of its own, like
+    // a recorded child would: only its start time tells it apart.
+    let mut unrelated = std::process::Command::new("sleep")
+        .arg("300")
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let pid = unrelated.id();
+    let ticks = stat_field(pid, 22).unwrap();
+    let boot_id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .unwrap()
+        .trim()
+        .to_owned();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let base = ms11_state::ChildRecord {
+        role: "client".into(),
+        pid: pid as i32,
+        pgid: pid as i32,
+        started_at: now,
+        program: "sleep".into(),
+        ..ms11_state::ChildRecord::default()
+    };
+    let records = [
+        // Same boot, another start time: the pid was reused.
+        ms11_state::ChildRecord {
+            start_ticks: Some(ticks + 1),
+            boot_id: Some(boot_id.clone()),
+            token: Some("not-its-token".into()),
+            ..base.clone()
+        },
+        // The right start time, but recorded during another boot.
+        ms11_state::ChildRecord {
+            start_ticks: Some(ticks),
+            boot_id: Some("another-boot".into()),
+            ..base.clone()
+        },
+        // A record of an older version, made before this boot (started_at 1970).
+        ms11_state::ChildRecord {
+            started_at: 1,
+            ..base.clone()
+        },
+    ];
+    let actions: Vec<LeftoverAction> = kill_leftovers(&records)
+        .into_iter()
+        .map(|l| l.action)
+        .collect();
+    assert_eq!(actions, [LeftoverAction::PidReused; 3]);
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(running(pid), "an unrelated process was signalled");
+    // The same process recorded with its real start time is ours and is killed.
+    let ours = ms11_state::ChildRecord {
+        start_ticks: Some(ticks),
+        boot_id: Some(boot_id),
+        ..base
+    };
+    assert_eq!(kill_leftovers(&[ours])[0].action, LeftoverAction::Killed);
+    let status = unrelated.wait().unwrap();
+    assert!(!status.success());
+}

@@ -366,12 +366,13 @@ impl Pipeline {
                 reason: reason.clone(),
             });
             let state = policy.strategies.entry(name.clone()).or_default();
-            state.total_attempts += 1;
+            // Counters come back from the state file: they saturate, never overflow.
+            state.total_attempts = state.total_attempts.saturating_add(1);
             state.recent_attempts.push(started_unix);
             match &outcome {
                 Outcome::Recovered => {
                     state.consecutive_failures = 0;
-                    state.total_successes += 1;
+                    state.total_successes = state.total_successes.saturating_add(1);
                     state.not_before = None;
                     state.last_backoff_ms = 0;
                     return Some(outcome);

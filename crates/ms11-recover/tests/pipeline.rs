@@ -467,3 +467,30 @@ fn restart_bot_is_a_strategy_like_any_other() {
         "no restart storm"
     );
 }
+
+#[test]
+fn counters_at_their_maximum_in_a_loaded_policy_saturate_instead_of_panicking() {
+    // A state file (hand-edited, damaged, hostile) can hold any number.
+    let policy_json = format!(
+        r#"{{"strategies":{{"restart":{{"consecutive_failures":{},"total_attempts":{max},"total_successes":{max}}}}}}}"#,
+        u32::MAX,
+        max = u64::MAX
+    );
+    let mut policy: RecoveryPolicyState = serde_json::from_str(&policy_json).unwrap();
+    let clock = Arc::new(FakeClock::default());
+    let mut settings = RecoverySettings::default();
+    settings.breaker.max_incidents = 100;
+    let mut session = Script::default();
+    let r = pipeline(&settings, &clock).run(
+        &mut incident(IncidentKind::Crash),
+        &mut policy,
+        &mut session,
+        &AtomicBool::new(false),
+    );
+    assert_eq!(r.strategy.as_deref(), Some("restart"));
+    let restart = &policy.strategies["restart"];
+    assert_eq!(
+        (restart.total_attempts, restart.total_successes),
+        (u64::MAX, u64::MAX)
+    );
+}

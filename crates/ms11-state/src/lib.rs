@@ -28,6 +28,9 @@ pub use runtime::{
     BreakerState, ChildRecord, LogCursor, RecoveryPolicyState, RetryState, RuntimeState,
     StormState, StrategyPolicyState,
 };
-pub use session::{LoadedState, MAX_CRASH_HISTORY, PatchError, SessionState, StateError};
+pub use session::{
+    LoadedState, MAX_CRASH_HISTORY, PatchError, SessionState, StateError, StateLimits,
+    pretty_json_len,
+};
 pub use tasks::{CompleteOutcome, StartOutcome, Task, TaskError, TaskState};
 pub use validate::{ValidationError, ValidationErrors};

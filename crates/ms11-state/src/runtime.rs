@@ -33,8 +33,11 @@ pub struct RuntimeState {
     pub extra: BTreeMap<String, serde_json::Value>,
 }
 
-/// A child process the runner started.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// A child process the runner started. A restarted runner signals it only when it is
+/// provably the same process: same boot, same start time (pids are reused, and after a
+/// reboot every recorded pid is stale). The fields after `program` are absent from
+/// states written by older versions.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct ChildRecord {
     /// `client` or `bot` (or a plugin host).
     pub role: String,
@@ -47,6 +50,18 @@ pub struct ChildRecord {
     /// argv[0], to recognise the process again (pids are reused).
     #[serde(default)]
     pub program: String,
+    /// The process's start time in clock ticks after boot (`/proc/PID/stat` field 22),
+    /// read at spawn: a process with this pid and another start time is not ours.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_ticks: Option<u64>,
+    /// The kernel's boot id at spawn (`/proc/sys/kernel/random/boot_id`): a record of
+    /// another boot names no process of ours.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot_id: Option<String>,
+    /// The value of the `MS11_SESSION_TOKEN` environment marker the child was started
+    /// with; its descendants inherit it, even the ones that left its process group.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
 }
 
 /// Where a log follower stopped reading a file.
@@ -148,4 +163,21 @@ pub struct BreakerState {
     /// When the breaker last tripped.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tripped_at: Option<f64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_child_record_of_an_older_version_loads_without_the_identity_fields() {
+        let old =
+            r#"{"role":"client","pid":42,"pgid":42,"started_at":1700000000,"program":"game"}"#;
+        let record: ChildRecord = serde_json::from_str(old).unwrap_or_default();
+        assert_eq!(record.pid, 42);
+        assert_eq!(
+            (record.start_ticks, record.boot_id, record.token),
+            (None, None, None)
+        );
+    }
 }

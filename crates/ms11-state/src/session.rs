@@ -142,6 +142,58 @@ pub enum PatchError {
     /// The patched state would not parse.
     #[error(transparent)]
     State(#[from] StateError),
+    /// The patch itself, or the state with it applied, is larger than allowed.
+    #[error(
+        "{what} would be {bytes} bytes, over the limit of {limit} bytes; send smaller fields (keep large data in files of the bot's own)"
+    )]
+    TooLarge {
+        /// `the patch` or `the session state`.
+        what: &'static str,
+        /// Its size as saved (pretty-printed JSON).
+        bytes: u64,
+        /// The limit.
+        limit: u64,
+    },
+}
+
+/// Size limits for what a bot may put into the state, in bytes of the saved form
+/// (pretty-printed JSON).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StateLimits {
+    /// The most one `state` patch may take.
+    pub max_patch_bytes: u64,
+    /// The most the whole state may take.
+    pub max_state_bytes: u64,
+}
+
+impl Default for StateLimits {
+    /// 1 MiB per patch, 16 MiB for the state: well under the 64 MiB a load accepts.
+    fn default() -> Self {
+        StateLimits {
+            max_patch_bytes: 1024 * 1024,
+            max_state_bytes: 16 * 1024 * 1024,
+        }
+    }
+}
+
+/// The length of a value's pretty-printed JSON (as saved), without building it.
+pub fn pretty_json_len<T: Serialize + ?Sized>(value: &T) -> u64 {
+    struct Count(u64);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len() as u64;
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    // Serialising into a counter fails only for types that cannot be JSON at all.
+    if serde_json::to_writer_pretty(&mut count, value).is_err() {
+        return u64::MAX;
+    }
+    count.0
 }
 
 /// Fields a bot may not set through a `state` patch.
@@ -241,10 +293,37 @@ impl SessionState {
         Ok(bytes)
     }
 
+    /// [`apply_patch`](Self::apply_patch) within size limits: a patch larger than
+    /// `limits.max_patch_bytes`, or one that would make the state larger than
+    /// `limits.max_state_bytes`, is refused and nothing changes.
+    pub fn apply_patch_within(
+        &mut self,
+        patch: &Map<String, Value>,
+        limits: StateLimits,
+    ) -> Result<Vec<String>, PatchError> {
+        let bytes = pretty_json_len(patch);
+        if bytes > limits.max_patch_bytes {
+            return Err(PatchError::TooLarge {
+                what: "the patch",
+                bytes,
+                limit: limits.max_patch_bytes,
+            });
+        }
+        self.apply_patch_checked(patch, Some(limits.max_state_bytes))
+    }
+
     /// Applies a bot's `state{patch}`: top-level fields replaced by the patch's values.
     /// The result must validate; otherwise nothing changes. Unknown fields are kept as
     /// extra fields. Returns the names of the fields that changed.
     pub fn apply_patch(&mut self, patch: &Map<String, Value>) -> Result<Vec<String>, PatchError> {
+        self.apply_patch_checked(patch, None)
+    }
+
+    fn apply_patch_checked(
+        &mut self,
+        patch: &Map<String, Value>,
+        max_state_bytes: Option<u64>,
+    ) -> Result<Vec<String>, PatchError> {
         if let Some(key) = patch.keys().find(|k| RUNNER_FIELDS.contains(&k.as_str())) {
             return Err(PatchError::Forbidden(key.clone()));
         }
@@ -267,6 +346,16 @@ impl SessionState {
         }
         if changed.is_empty() {
             return Ok(changed);
+        }
+        if let Some(limit) = max_state_bytes {
+            let bytes = pretty_json_len(&merged);
+            if bytes > limit {
+                return Err(PatchError::TooLarge {
+                    what: "the session state",
+                    bytes,
+                    limit,
+                });
+            }
         }
         let patched = from_object(merged)?;
         patched.validate().map_err(StateError::from)?;

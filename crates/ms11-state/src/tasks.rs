@@ -75,6 +75,15 @@ pub enum TaskError {
         /// Its current state.
         state: TaskState,
     },
+    /// `task_done` for an id the ledger does not have: the runner never handed it out
+    /// (it was neither added, nor started, nor in a `resume`), so it is not recorded.
+    #[error(
+        "task `{id}` is not in the task ledger (it was never added or started); it is not recorded as done"
+    )]
+    Unknown {
+        /// The id.
+        id: String,
+    },
     /// `task_started` for a task that is already done: running it again would repeat it.
     #[error("task `{id}` is already done (seq {seq:?}); it must not run again")]
     AlreadyDone {
@@ -177,7 +186,8 @@ impl SessionState {
     }
 
     /// Marks a task done. A repeated completion is not an error: it changes nothing and
-    /// says so, so the caller acknowledges again without a second save.
+    /// says so, so the caller acknowledges again without a second save. A task the ledger
+    /// does not have is refused ([`TaskError::Unknown`]): it is never invented as done.
     pub fn complete_task(
         &mut self,
         id: &str,
@@ -187,21 +197,15 @@ impl SessionState {
         if id.is_empty() {
             return Err(TaskError::EmptyId);
         }
-        if let Some(task) = self.tasks.iter_mut().find(|t| t.id == id) {
-            if task.state == TaskState::Done {
-                return Ok(CompleteOutcome::AlreadyDone);
-            }
-            task.state = TaskState::Done;
-            task.done_at = Some(now);
-            task.done_seq = seq;
-        } else {
-            let mut task = Task::pending(id, "");
-            task.state = TaskState::Done;
-            task.attempts = 1;
-            task.done_at = Some(now);
-            task.done_seq = seq;
-            self.tasks.push(task);
+        let Some(task) = self.tasks.iter_mut().find(|t| t.id == id) else {
+            return Err(TaskError::Unknown { id: id.to_owned() });
+        };
+        if task.state == TaskState::Done {
+            return Ok(CompleteOutcome::AlreadyDone);
         }
+        task.state = TaskState::Done;
+        task.done_at = Some(now);
+        task.done_seq = seq;
         if let Some(seq) = seq {
             self.runtime.last_ack_seq = Some(self.runtime.last_ack_seq.map_or(seq, |s| s.max(seq)));
         }
@@ -296,6 +300,23 @@ mod tests {
                 attempt: 2,
                 added: false
             }
+        );
+    }
+
+    #[test]
+    fn done_for_an_id_never_handed_out_is_refused_and_changes_nothing() {
+        let mut s = state();
+        s.add_task("a", "").unwrap();
+        let before = s.clone();
+        assert_eq!(
+            s.complete_task("ghost", Some(3), 1.0),
+            Err(TaskError::Unknown { id: "ghost".into() })
+        );
+        assert_eq!(s, before, "no task invented, last_ack_seq untouched");
+        // A pending task was handed out (it is in the queue of every resume): accepted.
+        assert_eq!(
+            s.complete_task("a", Some(4), 2.0),
+            Ok(CompleteOutcome::Completed)
         );
     }
 

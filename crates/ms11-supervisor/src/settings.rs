@@ -8,6 +8,7 @@ use std::time::Duration;
 use ms11_detect::{CrashDumpConfig, LogPatternConfig, StallConfig, WindowProbeConfig};
 use ms11_process::ProcessSpec;
 use ms11_recover::{RecoverySettings, Strategy};
+use ms11_state::StateLimits;
 
 /// Makes a fresh instance of a strategy that is not built in (a plugin's), for each
 /// recovery job.
@@ -52,6 +53,9 @@ pub struct SessionSettings {
     pub auto_relog: bool,
     /// Periodic save.
     pub save_interval: Duration,
+    /// How large one bot `state` patch and the whole state may grow; what would exceed
+    /// them is refused (logged, and `rejected` to the bot).
+    pub state_limits: StateLimits,
 }
 
 impl std::fmt::Debug for SessionSettings {
@@ -116,6 +120,7 @@ impl SessionSettings {
             auto_restart: true,
             auto_relog: true,
             save_interval: Duration::from_secs(300),
+            state_limits: StateLimits::default(),
         }
     }
 }

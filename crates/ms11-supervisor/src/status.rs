@@ -135,7 +135,7 @@ impl SessionStatus {
                     "down, retrying in {:.0} s ({}, round {})",
                     r.in_secs.max(0.0).ceil(),
                     r.incident,
-                    r.rounds + 1
+                    r.rounds.saturating_add(1)
                 ),
                 None => "down".to_owned(),
             },

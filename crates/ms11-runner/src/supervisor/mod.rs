@@ -603,11 +603,16 @@ fn open_session(
         prompt::is_interactive(),
     );
     let leftovers = ms11_process::kill_leftovers(&report.state.runtime.children);
-    for l in leftovers
-        .iter()
-        .filter(|l| l.action == ms11_process::LeftoverAction::Killed)
-    {
-        info!(event = "leftover_killed", session = %session.name, role = %l.record.role, pid = l.record.pid, "killed a leftover of the previous runner");
+    for l in &leftovers {
+        match l.action {
+            ms11_process::LeftoverAction::Killed => {
+                info!(event = "leftover_killed", session = %session.name, role = %l.record.role, pid = l.record.pid, "killed a leftover of the previous runner");
+            }
+            ms11_process::LeftoverAction::PidReused => {
+                info!(event = "leftover_left_alone", session = %session.name, role = %l.record.role, pid = l.record.pid, "the recorded pid now belongs to another process (another start time or boot); left alone");
+            }
+            ms11_process::LeftoverAction::Gone => {}
+        }
     }
     match decision {
         ContinueDecision::Continue => {

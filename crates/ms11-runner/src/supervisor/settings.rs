@@ -52,6 +52,10 @@ pub fn session_settings(
     settings.auto_restart = config.auto_restart;
     settings.auto_relog = config.auto_relog;
     settings.save_interval = Duration::from_secs(config.save_interval.max(1));
+    settings.state_limits = ms11_state::StateLimits {
+        max_patch_bytes: config.max_patch_bytes,
+        max_state_bytes: config.max_state_bytes,
+    };
     settings
 }
 

@@ -200,6 +200,9 @@ impl Bot {
                     self.begin(w.id);
                 }
             }
+            RunnerMessage::Rejected { of, reason } => {
+                eprintln!("sim-bot: the runner refused my {of}: {reason}");
+            }
             RunnerMessage::Relog => {
                 let offset = self
                     .args

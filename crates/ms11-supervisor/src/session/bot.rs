@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
 use ms11_agent::{
-    Action, BotEvent, BotMessage, BotReader, BotWriter, ExactlyOnce, ReaderConfig, RunnerMessage,
+    Action, BotEvent, BotMessage, BotReader, BotWriter, ExactlyOnce, ProtocolMessage, ReaderConfig,
+    RunnerMessage,
 };
 use ms11_detect::{StallConfig, StallTracker};
 use ms11_process::{ExitEvent, StdioMode};
@@ -242,7 +243,7 @@ impl SessionLoop {
             reader,
             _stderr: stderr,
             writer,
-            rules: ExactlyOnce::new(),
+            rules: ExactlyOnce::with_limits(self.settings.state_limits),
             hello_seen: false,
             reader_open: true,
         });
@@ -521,7 +522,18 @@ impl SessionLoop {
                     .with_subject(IncidentSubject::Bot);
                 self.on_signal(incident);
             }
-            Action::Beat | Action::Rejected { .. } | Action::None => {}
+            Action::Rejected { reason } => {
+                // Already logged by the rules; the bot is told too, so that it does not
+                // believe the refused change was kept.
+                self.bot.send(
+                    &name,
+                    RunnerMessage::Rejected {
+                        of: message.type_name().to_owned(),
+                        reason,
+                    },
+                );
+            }
+            Action::Beat | Action::None => {}
         }
     }
 

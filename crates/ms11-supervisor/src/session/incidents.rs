@@ -449,7 +449,7 @@ impl SessionLoop {
             rounds,
             next_at,
         });
-        info!(event = "retry_scheduled", session = %self.settings.name, incident, subject = %resource_of(subject), in_s = delay.as_secs_f64(), round = rounds + 1, "the session is down: trying again on schedule");
+        info!(event = "retry_scheduled", session = %self.settings.name, incident, subject = %resource_of(subject), in_s = delay.as_secs_f64(), round = rounds.saturating_add(1), "the session is down: trying again on schedule");
         self.emit(EventKind::RetryScheduled {
             incident: incident.to_owned(),
             in_secs: delay.as_secs_f64(),
@@ -495,7 +495,7 @@ impl SessionLoop {
             };
             incident.session = self.settings.name.clone();
             incident.resolution = None;
-            info!(event = "retry", session = %self.settings.name, incident = %incident.id, round = retry.rounds + 1, "retrying the recovery of an unrecovered incident");
+            info!(event = "retry", session = %self.settings.name, incident = %incident.id, round = retry.rounds.saturating_add(1), "retrying the recovery of an unrecovered incident");
             self.start_recovery(incident, Round::Retry);
             return;
         }

@@ -82,6 +82,7 @@ impl SupervisedChild for FakeChild {
             pgid: self.pid as i32,
             started_at: 0,
             program: "fake".into(),
+            ..ChildRecord::default()
         }
     }
     fn take_stdin(&mut self) -> Option<Box<dyn Write + Send>> {
@@ -890,4 +891,79 @@ fn reconfigure_applies_live_settings_and_answers_what_needs_a_restart() {
         SessionCommand::Reconfigure(Box::new(again), reply)
     });
     assert!(needs_restart.is_empty(), "{needs_restart:?}");
+}
+
+#[test]
+fn patches_over_the_size_limits_are_refused_and_the_bot_is_told_while_the_saved_state_stays() {
+    let mut h = Harness::new(|s| {
+        s.bot = Some(ChildSettings {
+            spec: ProcessSpec::from_argv(&["mybot".to_owned()]).unwrap(),
+            stop_signal: 15,
+            stop_grace: Duration::from_secs(2),
+            wine: None,
+        });
+        s.state_limits = ms11_state::StateLimits {
+            max_patch_bytes: 1024,
+            max_state_bytes: 8 * 1024,
+        };
+    });
+    h.start().advance(Duration::from_millis(300));
+    h.bot_says(r#"{"type":"hello","protocol":1,"bot":"b"}"#);
+    assert_eq!(h.bot_hears()["type"], "resume");
+
+    // One patch over the patch limit: refused whole, the bot hears why.
+    let big = format!(
+        r#"{{"type":"state","patch":{{"zone":"theed","notes":"{}"}}}}"#,
+        "n".repeat(2000)
+    );
+    h.bot_says(&big);
+    let heard = h.bot_hears();
+    assert_eq!(heard["type"], "rejected", "{heard}");
+    assert_eq!(heard["of"], "state");
+    let reason = heard["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("the patch") && reason.contains("1024"),
+        "{reason}"
+    );
+    assert_eq!(
+        h.session.state.zone, "mos_eisley",
+        "nothing of it was applied"
+    );
+
+    // Patches within the limit until the state would outgrow its limit.
+    let mut accepted = Vec::new();
+    let refused = (0..20).find_map(|i| {
+        let line = format!(
+            r#"{{"type":"state","patch":{{"k{i}":"{}"}}}}"#,
+            "v".repeat(800)
+        );
+        h.bot_says(&line);
+        if h.session.state.extra.contains_key(&format!("k{i}")) {
+            accepted.push(i);
+            None
+        } else {
+            Some(h.bot_hears())
+        }
+    });
+    let heard = refused.expect("the state limit was reached");
+    assert_eq!(heard["type"], "rejected");
+    assert!(
+        heard["reason"]
+            .as_str()
+            .unwrap()
+            .contains("the session state"),
+        "{heard}"
+    );
+    assert!(!accepted.is_empty());
+    // What was accepted is saved, and the saved file loads.
+    assert!(h.session.save_now("test"));
+    let path = h.session.store.path().to_path_buf();
+    let loaded = ms11_persist::StateFiles::new(path)
+        .load_read_only()
+        .unwrap()
+        .unwrap()
+        .state;
+    for i in accepted {
+        assert!(loaded.extra.contains_key(&format!("k{i}")));
+    }
 }
