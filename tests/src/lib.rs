@@ -291,6 +291,20 @@ impl Session {
         answer["data"]["main"].clone()
     }
 
+    /// The recorded incident with this id once its resolution is saved (the `recovered`
+    /// log line comes a moment before the session loop saves the resolution).
+    pub fn resolved_incident(&self, id: &str) -> ms11_state::Incident {
+        let end = Instant::now() + Duration::from_secs(10);
+        loop {
+            let incident = self.state().crash_history.into_iter().find(|i| i.id == id);
+            match incident {
+                Some(incident) if incident.resolution.is_some() => return incident,
+                _ if Instant::now() < end => std::thread::sleep(Duration::from_millis(50)),
+                other => panic!("incident {id} has no saved resolution: {other:?}"),
+            }
+        }
+    }
+
     /// The recorded incident with this id.
     pub fn incident(&self, id: &str) -> ms11_state::Incident {
         self.state()

@@ -63,7 +63,7 @@ fn acks_and_status_keep_flowing_while_a_client_ignores_sigterm() {
     );
     let recovered = s.wait_event("recovered", &[("incident", &id)], T);
     assert_eq!(recovered["strategy"], "restart");
-    let incident = s.incident(&id);
+    let incident = s.resolved_incident(&id);
     assert!(
         incident.attempts.iter().any(|a| a.strategy == "restart"),
         "{incident:?}"

@@ -176,7 +176,7 @@ fn without_the_crash_dialog_a_wine_crash_is_an_exit_and_recovered_at_once() {
     let recovered = s.wait_event("recovered", &[("incident", &id)], T);
     assert_eq!(recovered["strategy"], "restart");
     wait_ready(&s);
-    let record = s.incident(&id);
+    let record = s.resolved_incident(&id);
     assert_eq!(record.kind, ms11_state::IncidentKind::Crash, "{record:?}");
     assert_eq!(count(&s, |v| v["event"] == "incident"), 1);
     let (processes, windows) = leftovers(&wine.display.display);
