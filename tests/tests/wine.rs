@@ -26,6 +26,10 @@ struct WineSetup {
     _dir: tempfile::TempDir,
 }
 
+/// One Wine test at a time: the checks for leftover `winedbg` processes look at the
+/// whole machine.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn wine_setup(test: &str, crash_dialog: bool) -> Option<WineSetup> {
     let required = std::env::var("MS11_REQUIRE")
         .unwrap_or_default()
@@ -90,6 +94,9 @@ fn leftovers(display: &str) -> (Vec<(u32, String)>, Vec<String>) {
 #[test]
 fn ten_wine_crashes_are_ten_incidents_ten_restarts_and_leave_nothing_behind() {
     let test = "ten_wine_crashes_are_ten_incidents_ten_restarts_and_leave_nothing_behind";
+    let _one = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let Some(wine) = wine_setup(test, true) else {
         return;
     };
@@ -141,6 +148,21 @@ fn ten_wine_crashes_are_ten_incidents_ten_restarts_and_leave_nothing_behind() {
         recover_ms[recover_ms.len() - 1]
     );
     assert_eq!(incidents, crashes, "one incident per crash");
+    // Each incident carries a screenshot taken before the client was stopped.
+    let state = s.state();
+    for incident in &state.crash_history {
+        let file = incident.screenshot.clone().unwrap_or_else(|| {
+            panic!("incident {} has no screenshot", incident.id);
+        });
+        let png = std::fs::read(&file).unwrap();
+        assert_eq!(&png[..4], b"\x89PNG", "{file}");
+    }
+    let (code, text) = s.cli(&["screenshot"]);
+    assert_eq!(code, 0, "{text}");
+    assert!(
+        text.contains(".png") && text.contains("Star Wars Galaxies"),
+        "{text}"
+    );
     assert_eq!(restarts, crashes, "one restart per crash");
     assert_eq!(starts, crashes + 1, "the first start and one per crash");
     assert_eq!(s.stop_runner(), Some(0));
@@ -159,6 +181,9 @@ fn ten_wine_crashes_are_ten_incidents_ten_restarts_and_leave_nothing_behind() {
 #[test]
 fn without_the_crash_dialog_a_wine_crash_is_an_exit_and_recovered_at_once() {
     let test = "without_the_crash_dialog_a_wine_crash_is_an_exit_and_recovered_at_once";
+    let _one = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let Some(wine) = wine_setup(test, false) else {
         return;
     };

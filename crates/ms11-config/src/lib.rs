@@ -21,7 +21,7 @@ pub use load::{
 };
 pub use model::{
     Config, ContinuePrevious, CrashDetection, PluginsConfig, ProcessConfig, ReadyConfig, ReadyKind,
-    SessionConfig, SessionTracking, StateBackend, WineConfig, default_pipeline,
+    ScreenshotConfig, SessionConfig, SessionTracking, StateBackend, WineConfig, default_pipeline,
 };
 pub use reference::reference_markdown;
 pub use show::redact_secret_values;

@@ -228,6 +228,29 @@ pub struct SessionConfig {
     /// Retry policies, the crash-loop breaker and notifications of the recovery
     /// pipeline.
     pub recovery: ms11_recover::RecoverySettings,
+    /// Screenshots of the client's window at each incident and on demand
+    /// (`ms11-recovery screenshot`), when there is an X display to take them from.
+    pub screenshots: ScreenshotConfig,
+}
+
+/// Screenshots as evidence.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScreenshotConfig {
+    /// Take them (needs the window probe's display: `window.display` or `DISPLAY`).
+    pub enabled: bool,
+    /// How many are kept in the state directory's `screenshots/` (oldest removed
+    /// first; `cleanup --max-age` removes older ones too).
+    pub keep: usize,
+}
+
+impl Default for ScreenshotConfig {
+    fn default() -> Self {
+        ScreenshotConfig {
+            enabled: true,
+            keep: 50,
+        }
+    }
 }
 
 impl Default for SessionConfig {
@@ -246,6 +269,7 @@ impl Default for SessionConfig {
             crash_dump: CrashDumpConfig::default(),
             fuse: FuseConfig::default(),
             recovery: ms11_recover::RecoverySettings::default(),
+            screenshots: ScreenshotConfig::default(),
         }
     }
 }

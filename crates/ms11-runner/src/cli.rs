@@ -118,6 +118,9 @@ pub enum Command {
     Restart,
     /// Ask the running runner to log the character in again.
     Relog,
+    /// Ask the running runner for a screenshot of the client's window now (PNG in the
+    /// state directory's `screenshots/`).
+    Screenshot,
     /// Acknowledge a manual escalation so recovery goes on.
     Ack {
         /// The incident id (default: the one waiting).

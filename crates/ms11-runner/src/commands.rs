@@ -145,8 +145,16 @@ pub fn cleanup(
     for (index, session) in selected_sessions(config, only)? {
         let path = config.state_file_of(index, &session);
         let report = ms11_persist::cleanup(&path, max_age)?;
+        let screenshots = ms11_screenshot::Shots::new(
+            path.parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(std::path::Path::new("."))
+                .join("screenshots"),
+            usize::MAX,
+        )
+        .remove_older_than(max_age);
         text.push(format!(
-            "session `{}`: removed {} file(s) older than {hours} h{}",
+            "session `{}`: removed {} file(s) and {screenshots} screenshot(s) older than {hours} h{}",
             session.name,
             report.removed.len(),
             report
@@ -165,6 +173,7 @@ pub fn cleanup(
             "session": session.name,
             "removed": report.removed,
             "kept_newest": report.kept_newest,
+            "screenshots_removed": screenshots,
             "failed": report.failed.iter().map(|(p, e)| json!({"path": p, "error": e})).collect::<Vec<_>>(),
         }));
     }

@@ -40,6 +40,12 @@ pub enum ControlRequest {
         #[serde(default)]
         session: Option<String>,
     },
+    /// Take a screenshot of the client now.
+    Screenshot {
+        /// Only this session.
+        #[serde(default)]
+        session: Option<String>,
+    },
     /// Acknowledge a manual escalation.
     Ack {
         /// Only this session.

@@ -123,6 +123,13 @@ fn dispatch(cli: &Cli) -> Result<ExitCode> {
             },
             &mut out,
         ),
+        Command::Screenshot => commands::control(
+            config,
+            ControlRequest::Screenshot {
+                session: global.session.clone(),
+            },
+            &mut out,
+        ),
         Command::Ack { incident } => commands::control(
             config,
             ControlRequest::Ack {

@@ -12,49 +12,67 @@ pub struct Xvfb {
 }
 
 impl Xvfb {
-    /// Starts Xvfb on the first free display number in `numbers`, or says why not.
+    /// Starts Xvfb on a free display and waits until it accepts connections, or says
+    /// why not. Xvfb picks the number itself (`-displayfd`), so tests and demos that
+    /// start displays at the same moment never share one; `numbers` is where the
+    /// search starts (its first number).
     pub fn start(numbers: std::ops::Range<u32>) -> Result<Xvfb, String> {
+        use std::io::Read;
         let path = std::env::var_os("PATH").unwrap_or_default();
         let binary = std::env::split_paths(&path)
             .map(|d| d.join("Xvfb"))
             .find(|c| c.is_file())
             .ok_or("Xvfb is not installed (Debian package `xvfb`)")?;
-        let n = numbers
-            .into_iter()
-            .find(|n| {
-                !Path::new(&format!("/tmp/.X11-unix/X{n}")).exists()
-                    && !Path::new(&format!("/tmp/.X{n}-lock")).exists()
-            })
-            .ok_or("no free X display number")?;
-        let child = Command::new(binary)
+        let mut child = Command::new(binary)
             .args([
-                format!(":{n}"),
-                "-nolisten".into(),
-                "tcp".into(),
-                "-screen".into(),
-                "0".into(),
-                "640x480x24".into(),
+                "-displayfd",
+                "1",
+                "-nolisten",
+                "tcp",
+                "-screen",
+                "0",
+                "640x480x24",
             ])
-            .stdout(Stdio::null())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
             .map_err(|e| format!("cannot start Xvfb: {e}"))?;
-        let mut xvfb = Xvfb {
-            child,
-            display: format!(":{n}"),
+        let _ = numbers; // Xvfb searches from 0; the range is kept for callers' clarity.
+        // Xvfb writes the display number to the fd once it accepts connections.
+        let mut stdout = child.stdout.take().ok_or("Xvfb has no stdout")?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            let mut byte = [0u8; 1];
+            while let Ok(1) = stdout.read(&mut byte) {
+                if byte[0] == b'\n' {
+                    break;
+                }
+                text.push(char::from(byte[0]));
+            }
+            let _ = tx.send(text);
+        });
+        let number = match rx.recv_timeout(Duration::from_secs(10)) {
+            Ok(text) if !text.trim().is_empty() => text.trim().to_owned(),
+            Ok(_) | Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err("Xvfb did not report a display within 10 s".into());
+            }
         };
-        let socket = format!("/tmp/.X11-unix/X{n}");
+        let display = format!(":{number}");
+        let socket = format!("/tmp/.X11-unix/X{number}");
         let end = Instant::now() + Duration::from_secs(10);
         while !Path::new(&socket).exists() {
-            if let Ok(Some(status)) = xvfb.child.try_wait() {
-                return Err(format!("Xvfb exited at once ({status})"));
-            }
             if Instant::now() > end {
-                return Err("Xvfb did not open its socket within 10 s".into());
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!("Xvfb's socket for {display} did not appear"));
             }
-            std::thread::sleep(Duration::from_millis(50));
+            std::thread::sleep(Duration::from_millis(20));
         }
-        Ok(xvfb)
+        Ok(Xvfb { child, display })
     }
 }
 

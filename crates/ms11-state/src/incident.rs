@@ -481,6 +481,10 @@ pub struct Incident {
     /// Last lines of the children's output when it was detected.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub output_tail: Vec<String>,
+    /// The client's window (or the screen) when it was detected: a PNG file in the
+    /// state directory's `screenshots/`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub screenshot: Option<String>,
 }
 
 impl Incident {
@@ -524,6 +528,7 @@ impl Incident {
             attempts: Vec::new(),
             resolution: None,
             output_tail: Vec::new(),
+            screenshot: None,
         }
     }
 

@@ -33,6 +33,8 @@ pub enum SessionCommand {
     },
     /// Sends every later event to this channel (dropped when it is full or gone).
     Subscribe(Sender<SupervisorEvent>),
+    /// Takes a screenshot of the client now; answers the file (from the capture job).
+    Screenshot(Reply<Result<String, String>>),
     /// Answers at once: the loop is alive (the runner's watchdog).
     Ping(Reply<()>),
     /// New settings (the runner re-read its configuration). What can change while the

@@ -64,6 +64,11 @@ pub(crate) enum JobReport {
     },
     /// A recovery job panicked (a strategy's bug); its incident is in the loop's copy.
     Panicked { job: u64, message: String },
+    /// A screenshot of an incident was taken, or not.
+    Screenshot {
+        incident: String,
+        result: Result<ms11_screenshot::Saved, String>,
+    },
     /// A notification was delivered, or not.
     Delivered {
         channel: &'static str,

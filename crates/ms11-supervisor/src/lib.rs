@@ -72,7 +72,8 @@ pub use command::{Reply, SessionCommand};
 pub use event::{EventKind, SupervisorEvent};
 pub use session::{SessionEnd, SessionLoop, next_incident_number};
 pub use settings::{
-    ChildSettings, ReadyKind, ReadySettings, SessionSettings, StrategyFactory, WineSettings,
+    ChildSettings, ReadyKind, ReadySettings, ScreenshotSettings, SessionSettings, StrategyFactory,
+    WineSettings,
 };
 pub use spawner::{ProcessSpawner, Spawner, SupervisedChild};
 pub use status::{ChildStatus, Health, RetryStatus, SessionStatus, TaskCounts};

@@ -53,6 +53,9 @@ pub struct SessionSettings {
     pub auto_relog: bool,
     /// Periodic save.
     pub save_interval: Duration,
+    /// Screenshots of the client at each incident and on demand (`None`: none taken,
+    /// e.g. without a display).
+    pub screenshots: Option<ScreenshotSettings>,
     /// How large one bot `state` patch and the whole state may grow; what would exceed
     /// them is refused (logged, and `rejected` to the bot).
     pub state_limits: StateLimits,
@@ -121,8 +124,22 @@ impl SessionSettings {
             auto_relog: true,
             save_interval: Duration::from_secs(300),
             state_limits: StateLimits::default(),
+            screenshots: None,
         }
     }
+}
+
+/// Where and how screenshots are taken.
+#[derive(Debug, Clone)]
+pub struct ScreenshotSettings {
+    /// The folder (kept to `keep` files).
+    pub dir: PathBuf,
+    /// How many screenshots are kept.
+    pub keep: usize,
+    /// The X display (`None`: `$DISPLAY`).
+    pub display: Option<String>,
+    /// Regexes of the client's main window title.
+    pub titles: Vec<regex::Regex>,
 }
 
 /// A child the session runs.

@@ -82,7 +82,8 @@ pub fn run(loaded: &LoadedConfig, global: &GlobalArgs) -> Result<ExitCode> {
         let (command_tx, command_rx) = bounded(64);
         routes.insert(session.name.clone(), command_tx);
         stops.push(stop_tx);
-        let session_settings = settings::session_settings(config, &session, &plugin_strategies);
+        let session_settings =
+            settings::session_settings(config, index, &session, &plugin_strategies);
         let path = config.state_file_of(index, &session);
         let backend = backend_of(config);
         let keep = config.keep_generations;
@@ -254,7 +255,7 @@ fn reload(
         if old_files.get(&session.name) != Some(&new.state_file_of(*index, session)) {
             needs_restart.push(format!("session.{index}.state_file"));
         }
-        let settings = settings::session_settings(new, session, plugins);
+        let settings = settings::session_settings(new, *index, session, plugins);
         let (reply, answer) = bounded(1);
         let asked = tx
             .send_timeout(
@@ -433,6 +434,7 @@ fn route(
     let target = match &request {
         ControlRequest::Status => None,
         ControlRequest::Save { session }
+        | ControlRequest::Screenshot { session }
         | ControlRequest::Restart { session }
         | ControlRequest::Relog { session }
         | ControlRequest::Ack { session, .. } => session.clone(),
@@ -521,6 +523,16 @@ fn ask(
                     json!({"incident": incident}),
                 )
             }))
+        }
+        ControlRequest::Screenshot { .. } => {
+            let (reply, rx) = bounded(1);
+            tx.send_timeout(SessionCommand::Screenshot(reply), timeout)
+                .ok()?;
+            Some(
+                rx.recv_timeout(timeout)
+                    .ok()?
+                    .map(|file| (format!("screenshot: {file}"), json!({"screenshot": file}))),
+            )
         }
         ControlRequest::Ack { incident, .. } => {
             let (reply, rx) = bounded(1);

@@ -8,12 +8,14 @@ use ms11_plugin_host::PluginStrategy;
 use ms11_process::ProcessSpec;
 use ms11_recover::Strategy;
 use ms11_supervisor::{
-    ChildSettings, ReadySettings, SessionSettings, StrategyFactory, WineSettings,
+    ChildSettings, ReadySettings, ScreenshotSettings, SessionSettings, StrategyFactory,
+    WineSettings,
 };
 
 /// The settings of `session`, with the runner-wide keys that apply to it.
 pub fn session_settings(
     config: &Config,
+    index: usize,
     session: &SessionConfig,
     plugins: &[PluginStrategy],
 ) -> SessionSettings {
@@ -27,6 +29,7 @@ pub fn session_settings(
         })
         .collect();
     let mut settings = SessionSettings::new(&session.name);
+    settings.screenshots = screenshot_settings(config, index, session);
     settings.client = session.client.as_ref().and_then(child_settings);
     settings.bot = session.bot.as_ref().and_then(child_settings);
     settings.client_log = session.client_log.clone();
@@ -108,4 +111,40 @@ fn wineserver_next_to(binary: &str) -> String {
         return server.display().to_string();
     }
     "wineserver".to_owned()
+}
+
+/// Screenshots go to `screenshots/` next to the session's state file, from the window
+/// probe's display; none without a display (or when turned off).
+fn screenshot_settings(
+    config: &Config,
+    index: usize,
+    session: &SessionConfig,
+) -> Option<ScreenshotSettings> {
+    let has_display = session.window.display.is_some() || std::env::var_os("DISPLAY").is_some();
+    if !(session.screenshots.enabled && session.window.enabled && has_display) {
+        return None;
+    }
+    let state_file = config.state_file_of(index, session);
+    let dir = state_file
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."))
+        .join("screenshots");
+    let titles = session
+        .window
+        .main_titles
+        .iter()
+        .filter_map(|t| {
+            regex::RegexBuilder::new(t)
+                .case_insensitive(true)
+                .build()
+                .ok()
+        })
+        .collect();
+    Some(ScreenshotSettings {
+        dir,
+        keep: session.screenshots.keep.max(1),
+        display: session.window.display.clone(),
+        titles,
+    })
 }

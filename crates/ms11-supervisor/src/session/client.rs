@@ -284,6 +284,9 @@ impl SessionLoop {
 
     /// Begins a staged stop; `reply` gets how it ended. Never waits.
     pub(super) fn stop_client(&mut self, reply: Reply<Result<String, String>>) {
+        let Some(reply) = self.defer_stop_for_screenshot(reply) else {
+            return; // the incident's screenshot first: a crash dialog must be on it
+        };
         if let Some(stopping) = &mut self.client.stopping {
             stopping.waiters.push(reply);
             return;

@@ -199,6 +199,13 @@ impl SessionLoop {
         self.state.record_incident(incident.clone());
         self.save_soon();
         let resource = resource_of(subject);
+        if resource == IncidentSubject::Client {
+            let dialog = matches!(
+                incident.kind,
+                IncidentKind::ErrorDialog | IncidentKind::DuplicateInstance
+            );
+            self.screenshot_incident(&incident.id, dialog);
+        }
         if subject == IncidentSubject::Operator {
             self.halted.remove(&resource); // a person acts
         }
@@ -308,6 +315,9 @@ impl SessionLoop {
         let subject = running.subject;
         for evidence in running.attached {
             incident.fuse(evidence);
+        }
+        if incident.screenshot.is_none() {
+            incident.screenshot = running.incident.screenshot.clone();
         }
         *self.policy_mut(subject) = policy;
         let name = self.settings.name.clone();

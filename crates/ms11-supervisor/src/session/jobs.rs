@@ -64,6 +64,7 @@ impl SessionLoop {
                 result,
             } => self.on_recovery_done(job, *incident, *policy, result),
             JobReport::Panicked { job, message } => self.on_job_panicked(job, message),
+            JobReport::Screenshot { incident, result } => self.on_screenshot(&incident, result),
             JobReport::Delivered {
                 channel,
                 incident,
@@ -124,6 +125,7 @@ impl SessionLoop {
     /// Drops every answer a job waits for (cancellation): the job wakes at once.
     pub(super) fn drop_job_waiters(&mut self) {
         self.ack_waiter = None;
+        self.deferred_stops.clear();
         self.bot.pending_relog = None;
         self.drop_client_waiters();
         self.drop_bot_restart_waiter();

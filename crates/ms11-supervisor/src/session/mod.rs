@@ -8,6 +8,7 @@
 
 mod bot;
 mod client;
+mod evidence;
 mod incidents;
 mod jobs;
 #[cfg(test)]
@@ -105,6 +106,9 @@ pub struct SessionLoop {
     log_detector: Option<LogDetectorHandle>,
     run_started: Instant,
     duration_base: f64,
+    /// A stop of the running client waits until then for the incident's screenshot.
+    capture_until: Option<Instant>,
+    deferred_stops: Vec<crate::command::Reply<Result<String, String>>>,
 }
 
 impl SessionLoop {
@@ -155,6 +159,8 @@ impl SessionLoop {
             log_detector: None,
             run_started: now,
             duration_base,
+            capture_until: None,
+            deferred_stops: Vec::new(),
         }
     }
 
@@ -257,6 +263,7 @@ impl SessionLoop {
                 .filter(|_| self.retry_allowed(IncidentSubject::Bot)),
             Some(self.autosave_at),
             self.save_soon_at,
+            self.capture_until,
         ]
         .into_iter()
         .flatten()
@@ -268,6 +275,7 @@ impl SessionLoop {
         for incident in self.fuser.poll(now) {
             self.on_fused(incident);
         }
+        self.evidence_timers(now);
         self.client_timers(now);
         self.bot_timers(now);
         self.ack_timers(now);
@@ -317,6 +325,7 @@ impl SessionLoop {
                 let _ = reply.send(self.acknowledge(incident.as_deref()));
             }
             SessionCommand::Subscribe(listener) => self.events.subscribe(listener),
+            SessionCommand::Screenshot(reply) => self.screenshot_now(reply),
             SessionCommand::Ping(reply) => {
                 let _ = reply.send(());
             }
