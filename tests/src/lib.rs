@@ -143,6 +143,17 @@ impl Session {
         )
     }
 
+    /// Runs a CLI command of the runner and returns its whole output (code, stdout,
+    /// stderr).
+    pub fn cli_output(&self, args: &[&str]) -> std::process::Output {
+        self.command().args(args).output().unwrap()
+    }
+
+    /// The runner's process id, while it runs.
+    pub fn runner_pid(&self) -> Option<u32> {
+        self.runner.as_ref().map(Child::id)
+    }
+
     /// Drops a command file for the client.
     pub fn client_command(&self, command: &str) {
         ms11_sim::send_command(&self.scenario.client_control(), command).unwrap();
