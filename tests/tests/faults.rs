@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use ms11_e2e::{Display, Session};
 use ms11_sim::ScenarioOptions;
+use ms11_test_support::Need;
 use serde_json::Value;
 
 const T: Duration = Duration::from_secs(30);
@@ -104,7 +105,7 @@ fn an_error_dialog_is_seen_through_the_window_and_recovered_by_restart() {
     let display = match Display::start(300..400) {
         Ok(d) => d,
         Err(reason) => {
-            eprintln!("skipped an_error_dialog_...: {reason}");
+            ms11_test_support::skip("an_error_dialog_...", Need::Xvfb, &reason);
             return;
         }
     };
@@ -245,13 +246,8 @@ fn a_ban_is_terminal_no_retries_and_a_person_is_asked() {
 
 #[test]
 fn a_full_disk_fails_saves_loudly_and_loses_nothing_once_space_is_back() {
-    let is_root = std::process::Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| o.stdout == b"0\n")
-        .unwrap_or(false);
-    if !is_root {
-        eprintln!("skipped a_full_disk_...: mounting a tmpfs needs root");
+    if !ms11_test_support::is_root() {
+        ms11_test_support::skip("a_full_disk_...", Need::Root, "mounting a tmpfs needs root");
         return;
     }
     let mount = tempfile::tempdir().unwrap();
@@ -262,7 +258,7 @@ fn a_full_disk_fails_saves_loudly_and_loses_nothing_once_space_is_back() {
         .map(|s| s.success())
         .unwrap_or(false);
     if !ok {
-        eprintln!("skipped a_full_disk_...: cannot mount a tmpfs here");
+        ms11_test_support::skip("a_full_disk_...", Need::Root, "cannot mount a tmpfs here");
         return;
     }
     struct Unmount(std::path::PathBuf);

@@ -97,3 +97,29 @@ fn every_crate_says_what_it_is_for_in_its_first_line() {
         "crate roots without a `//!` doc comment: {missing:?}"
     );
 }
+
+#[test]
+fn every_test_that_skips_for_a_missing_need_goes_through_the_one_helper() {
+    let root = root();
+    let mut files = Vec::new();
+    for dir in ["crates", "plugins", "tests"] {
+        rust_files(&root.join(dir), &mut files);
+    }
+    // A test that says "skipped" by itself would pass in CI without running; the
+    // helper fails it instead when MS11_REQUIRE names its need.
+    let skip_line = ["eprintln!(\"", "skipped"].concat();
+    let offenders: Vec<String> = files
+        .iter()
+        .filter(|path| !path.starts_with(root.join("crates/ms11-test-support")))
+        .filter(|path| {
+            std::fs::read_to_string(path)
+                .unwrap()
+                .contains(skip_line.as_str())
+        })
+        .map(|path| path.strip_prefix(&root).unwrap().display().to_string())
+        .collect();
+    assert!(
+        offenders.is_empty(),
+        "tests that skip without ms11_test_support::skip (CI would pass them without running): {offenders:?}"
+    );
+}

@@ -24,7 +24,11 @@ fn python_available() -> bool {
     match Command::new("python3").arg("--version").output() {
         Ok(out) if out.status.success() => true,
         _ => {
-            eprintln!("skipped: python3 is not installed (needed to run the example bot)");
+            ms11_test_support::skip(
+                "python_bot",
+                ms11_test_support::Need::Python3,
+                "python3 is not installed (needed to run the example bot)",
+            );
             false
         }
     }
