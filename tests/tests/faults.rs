@@ -299,23 +299,9 @@ fn a_full_disk_fails_saves_loudly_and_loses_nothing_once_space_is_back() {
 fn a_plugin_strategy_recovers_from_its_place_in_the_pipeline() {
     let plugins = tempfile::tempdir().unwrap();
     let bin = ms11_e2e::bin_dir();
+    ms11_e2e::build(&["ms11-plugin-example"]);
     let library = bin.join("libms11_plugin_example.so");
     let host = bin.join("ms11-plugin-host");
-    if !library.exists() || !host.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let ok = std::process::Command::new(cargo)
-            .args([
-                "build",
-                "-p",
-                "ms11-plugin-example",
-                "-p",
-                "ms11-plugin-host",
-            ])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "building the example plugin failed");
-    }
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(plugins.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let copy = plugins.path().join("libms11_plugin_example.so");
@@ -325,8 +311,9 @@ fn a_plugin_strategy_recovers_from_its_place_in_the_pipeline() {
         pipeline: ["example-wait", "restart", "relog", "manual", "restore"]
             .map(String::from)
             .to_vec(),
+        // The example waits for a server to come back (like the swg-emu plugin).
         extra_toml: format!(
-            "[plugins]\ndirs = [{:?}]\nhost = {:?}\n[plugins.config.example]\nwait_ms = 100\n",
+            "[plugins]\ndirs = [{:?}]\nhost = {:?}\n[plugins.config.example]\nwait_ms = 3000\n",
             plugins.path().display().to_string(),
             host.display().to_string()
         ),
@@ -338,13 +325,43 @@ fn a_plugin_strategy_recovers_from_its_place_in_the_pipeline() {
     assert!(out.contains("example-wait"), "{out}");
     s.start_runner();
     s.wait_tasks(3, T);
+    let pid = s.client_pid();
+    // A short outage: the connection is lost, and comes back while the plugin waits.
     s.client_command("disconnect");
-    let (_, event) = recovered(&s, "disconnect");
+    let incident = s.wait_event("incident", &[("kind", "disconnect")], T);
+    let id = incident["incident"].as_str().unwrap().to_owned();
+    s.client_command("reconnect");
+    let event = s.wait_event("recovered", &[("incident", &id)], T);
     assert_eq!(
         event["strategy"], "example-wait",
         "the plugin ran first, as placed"
     );
-    // The example plugin only waits; the simulated bot goes on with its tasks.
+    // Really back: the same client runs and logged in again after the outage, and the
+    // bot goes on with its tasks.
+    assert_eq!(s.client_pid(), pid, "the plugin's wait kept the client");
+    let log = std::fs::read_to_string(s.scenario.root.join("client.log")).unwrap();
+    let lost = log.rfind("Connection to server lost").unwrap();
+    assert!(
+        log[lost..].contains("Login successful"),
+        "the client logged in again after the outage"
+    );
+    assert_eq!(s.status()["health"], "healthy", "{}", s.status());
+    let done = s.state().count_tasks(ms11_state::TaskState::Done);
+    s.wait_tasks(done + 3, T);
+    // A crash is not the plugin's: it is skipped, and restart brings a new client.
+    std::process::Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .unwrap();
+    let (crash, event) = recovered(&s, "process_exit");
+    assert_eq!(event["strategy"], "restart");
+    assert_ne!(s.client_pid(), pid, "a new client runs");
+    let attempts = s.incident(&crash).attempts;
+    assert_eq!(
+        (attempts[0].strategy.as_str(), attempts[0].outcome),
+        ("example-wait", ms11_state::AttemptOutcome::Skipped),
+        "{attempts:?}"
+    );
     finish(s);
 }
 
