@@ -247,7 +247,9 @@ fn a_hanging_plugin_is_killed_at_its_deadline() {
         "{outcome:?}"
     );
     assert!(
-        started.elapsed() < Duration::from_secs(3),
+        // The fixture sleeps for an hour; a generous bound (for a loaded machine)
+        // still proves the 300 ms deadline killed it.
+        started.elapsed() < Duration::from_secs(30),
         "{:?}",
         started.elapsed()
     );
