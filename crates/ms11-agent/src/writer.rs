@@ -268,7 +268,7 @@ mod tests {
         assert!(err.is_bot_gone(), "{err}");
         let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
         loop {
-            match writer.send(RunnerMessage::Pause) {
+            match writer.send(RunnerMessage::Relog) {
                 Err(QueueError::Gone { .. }) => break,
                 _ => assert!(std::time::Instant::now() < until, "never reported gone"),
             }
@@ -308,11 +308,11 @@ mod tests {
         let mut writer = AgentWriter::new(stdin, "gone-bot");
         // The first write may land in the pipe buffer only if the reader still existed;
         // after the child is reaped the read end is closed, so writes fail.
-        let err = writer.send(&RunnerMessage::Pause).unwrap_err();
+        let err = writer.send(&RunnerMessage::Relog).unwrap_err();
         assert!(err.is_bot_gone(), "{err}");
         assert_eq!(
             err.to_string(),
-            "bot `gone-bot` is gone: its stdin is closed (while sending `pause`)"
+            "bot `gone-bot` is gone: its stdin is closed (while sending `relog`)"
         );
     }
 }

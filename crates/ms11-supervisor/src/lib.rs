@@ -71,7 +71,9 @@ mod supervise;
 pub use command::{Reply, SessionCommand};
 pub use event::{EventKind, SupervisorEvent};
 pub use session::{SessionEnd, SessionLoop, next_incident_number};
-pub use settings::{ChildSettings, ReadyKind, ReadySettings, SessionSettings, StrategyFactory};
+pub use settings::{
+    ChildSettings, ReadyKind, ReadySettings, SessionSettings, StrategyFactory, Tracking,
+};
 pub use spawner::{ProcessSpawner, Spawner, SupervisedChild};
 pub use status::{ChildStatus, Health, RetryStatus, SessionStatus, TaskCounts};
 pub use supervise::{SupervisedEnd, supervise_session};

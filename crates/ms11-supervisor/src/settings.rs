@@ -52,6 +52,30 @@ pub struct SessionSettings {
     pub auto_relog: bool,
     /// Periodic save.
     pub save_interval: Duration,
+    /// Which fields of the bot's state patches are applied (the seed's
+    /// `session_tracking`).
+    pub tracking: Tracking,
+}
+
+/// Which fields of the bot's `state` patches are applied; the others are dropped.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Tracking {
+    /// Drop every patch.
+    pub off: bool,
+    /// Drop these fields of a patch.
+    pub untracked: std::collections::BTreeSet<String>,
+}
+
+impl Tracking {
+    /// Whether a patch may set `field`.
+    pub fn tracks(&self, field: &str) -> bool {
+        !self.off && !self.untracked.contains(field)
+    }
+
+    /// Whether every field of every patch is applied.
+    pub fn tracks_everything(&self) -> bool {
+        !self.off && self.untracked.is_empty()
+    }
 }
 
 impl SessionSettings {
@@ -79,6 +103,7 @@ impl SessionSettings {
             auto_restart: true,
             auto_relog: true,
             save_interval: Duration::from_secs(300),
+            tracking: Tracking::default(),
         }
     }
 }

@@ -7,7 +7,7 @@ use ms11_config::{Config, ProcessConfig, ReadyKind, SessionConfig};
 use ms11_plugin_host::PluginStrategy;
 use ms11_process::ProcessSpec;
 use ms11_recover::Strategy;
-use ms11_supervisor::{ChildSettings, ReadySettings, SessionSettings, StrategyFactory};
+use ms11_supervisor::{ChildSettings, ReadySettings, SessionSettings, StrategyFactory, Tracking};
 
 /// The settings of `session`, with the runner-wide keys that apply to it.
 pub fn session_settings(
@@ -50,7 +50,32 @@ pub fn session_settings(
     settings.auto_restart = config.auto_restart;
     settings.auto_relog = config.auto_relog;
     settings.save_interval = Duration::from_secs(config.save_interval.max(1));
+    settings.tracking = tracking(&config.session_tracking);
     settings
+}
+
+/// The seed's `session_tracking` as the fields of the bot's patches that are dropped
+/// (the configuration's own rule, [`ms11_config::SessionTracking::allows`], decides).
+fn tracking(t: &ms11_config::SessionTracking) -> Tracking {
+    const GAME_FIELDS: [&str; 9] = [
+        "current_quest",
+        "quest_step",
+        "xp_level",
+        "xp_current",
+        "xp_next_level",
+        "planet",
+        "zone",
+        "coordinates",
+        "equipped_weapon",
+    ];
+    Tracking {
+        off: !t.enabled,
+        untracked: GAME_FIELDS
+            .iter()
+            .filter(|f| t.enabled && !t.allows(f))
+            .map(|f| (*f).to_owned())
+            .collect(),
+    }
 }
 
 fn child_settings(process: &ProcessConfig) -> Option<ChildSettings> {
@@ -66,4 +91,26 @@ fn child_settings(process: &ProcessConfig) -> Option<ChildSettings> {
         stop_signal: ms11_config::signal_number(&process.stop_signal).unwrap_or(15),
         stop_grace: Duration::from_secs_f64(process.stop_grace_secs.max(0.0)),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn session_tracking_switches_become_the_fields_a_patch_may_not_set() {
+        let mut config = ms11_config::SessionTracking::default();
+        assert!(tracking(&config).tracks_everything());
+        config.track_xp = false;
+        config.track_equipment = false;
+        let t = tracking(&config);
+        for field in ["xp_level", "xp_current", "xp_next_level", "equipped_weapon"] {
+            assert!(!t.tracks(field), "{field}");
+        }
+        for field in ["planet", "quest_step", "my_own_field"] {
+            assert!(t.tracks(field), "{field}");
+        }
+        config.enabled = false;
+        assert!(!tracking(&config).tracks("planet"));
+    }
 }

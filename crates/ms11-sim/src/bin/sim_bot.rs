@@ -95,7 +95,6 @@ struct Bot {
     working: Option<Working>,
     waiting: Option<WaitingAck>,
     relogging: Option<Relogging>,
-    paused: bool,
     resumed: bool,
     crash_next: bool,
     xp: (i64, i64, i64),
@@ -125,7 +124,6 @@ fn main() -> Result<()> {
         working: None,
         waiting: None,
         relogging: None,
-        paused: false,
         resumed: false,
         crash_next: false,
         xp: (1, 0, 1000),
@@ -178,7 +176,6 @@ impl Bot {
         match message {
             RunnerMessage::Resume { state, rerun } => {
                 self.resumed = true;
-                self.paused = false;
                 self.working = None;
                 self.waiting = None;
                 self.rerun = rerun.iter().cloned().collect();
@@ -223,7 +220,6 @@ impl Bot {
                     deadline: Instant::now() + Duration::from_secs(10),
                 });
             }
-            RunnerMessage::Pause => self.paused = true,
             RunnerMessage::Shutdown => return false,
         }
         true
@@ -243,7 +239,7 @@ impl Bot {
             }
             return;
         }
-        if !self.resumed || self.paused {
+        if !self.resumed {
             return;
         }
         if let Some(work) = &self.working {
