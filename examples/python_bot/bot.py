@@ -13,7 +13,7 @@ What it does:
     (reports progress with state patches), records the effect, sends task_done and
     waits for its ack (resending every --ack-timeout seconds) before the next task;
   * sends heartbeats from a separate thread;
-  * answers relog with relog_result, stops starting tasks on pause, exits 0 on shutdown.
+  * answers relog with relog_result, exits 0 on shutdown.
 
 "Working" a task is simulated: it takes --task-seconds and gains experience. The
 "game world" is the --effects-file: a task's effect is a line with its id, appended and
@@ -96,7 +96,6 @@ class Bot:
     def __init__(self, channel, args):
         self.ch = channel
         self.args = args
-        self.paused = False
         self.state = {}
         self.xp_level = 1
         self.xp_current = 0
@@ -116,10 +115,7 @@ class Bot:
             raise Shutdown("shutdown")
         if kind == "_eof":
             raise Shutdown("it closed our stdin")
-        if kind == "pause":
-            self.paused = True
-            self.log("info", "paused: no new task until the next resume")
-        elif kind == "relog":
+        if kind == "relog":
             self.relog()
         else:
             # Forward compatibility: unknown types are ignored.
@@ -189,7 +185,6 @@ class Bot:
                 return restart.resume
 
     def work(self, resume):
-        self.paused = False
         self.state = resume.get("state") or {}
         self.xp_level = int(self.state.get("xp_level", 1))
         self.xp_current = int(self.state.get("xp_current", 0))
@@ -200,8 +195,6 @@ class Bot:
         plan = rerun + [t for t in self.state.get("task_queue", []) if t not in rerun]
         self.log("info", f"resumed: {len(plan)} tasks to do, {len(rerun)} of them re-runs")
         for task_id in plan:
-            while self.paused:
-                self.wait_for(3600.0)  # only a resume (Restart) or shutdown ends a pause
             self.run_task(task_id, names.get(task_id, ""), task_id in rerun)
         self.log("info", "task queue empty; waiting")
 
@@ -219,7 +212,7 @@ class Bot:
     def carry_out(self, task_id, name):
         steps = max(1, self.args.patches_per_task)
         for _ in range(steps):
-            # Control messages (relog, pause, resume, shutdown) are handled while working.
+            # Control messages (relog, resume, shutdown) are handled while working.
             self.wait_for(self.args.task_seconds / steps)
             self.gain_xp(self.args.xp_per_task // steps)
         self.record_effect(task_id)

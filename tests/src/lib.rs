@@ -15,20 +15,40 @@ use ms11_sim::{LedgerCheck, Scenario, ScenarioOptions};
 use ms11_state::{SessionState, TaskState};
 use serde_json::Value;
 
-/// The directory holding the workspace's binaries (built if missing).
+/// The directory holding the workspace's binaries, built for this test run.
+///
+/// `CARGO_BIN_EXE_*` exists only for the test's own package, so the binaries of the
+/// runner, the simulator and the plugin host are built here, every time (quick when up to date), once per
+/// test process: a stale binary that happens to exist is never tested.
 pub fn bin_dir() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().and_then(Path::parent).unwrap().to_path_buf();
-    let needed = ["ms11-recovery", "sim-client", "sim-bot"];
-    if needed.iter().any(|b| !dir.join(b).exists()) {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .args(["build", "-p", "ms11-runner", "-p", "ms11-sim"])
-            .status()
-            .unwrap();
-        assert!(status.success(), "building the binaries failed");
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let exe = std::env::current_exe().unwrap();
+            let dir = exe.parent().and_then(Path::parent).unwrap().to_path_buf();
+            build(&["ms11-runner", "ms11-sim", "ms11-plugin-host"]);
+            for binary in ["ms11-recovery", "sim-client", "sim-bot", "ms11-plugin-host"] {
+                assert!(
+                    dir.join(binary).exists(),
+                    "`{binary}` not found in {} after the build",
+                    dir.display()
+                );
+            }
+            dir
+        })
+        .clone()
+}
+
+/// Runs `cargo build -p` for `packages` (quick when they are up to date).
+pub fn build(packages: &[&str]) {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut command = Command::new(cargo);
+    command.arg("build");
+    for p in packages {
+        command.args(["-p", p]);
     }
-    dir
+    let status = command.status().unwrap();
+    assert!(status.success(), "building {packages:?} failed");
 }
 
 /// A running (or stopped) simulated session.
@@ -141,6 +161,17 @@ impl Session {
             out.status.code().unwrap_or(-1),
             String::from_utf8_lossy(&out.stdout).into_owned(),
         )
+    }
+
+    /// Runs a CLI command of the runner and returns its whole output (code, stdout,
+    /// stderr).
+    pub fn cli_output(&self, args: &[&str]) -> std::process::Output {
+        self.command().args(args).output().unwrap()
+    }
+
+    /// The runner's process id, while it runs.
+    pub fn runner_pid(&self) -> Option<u32> {
+        self.runner.as_ref().map(Child::id)
     }
 
     /// Drops a command file for the client.

@@ -204,3 +204,27 @@ fn set_mode(path: &std::path::Path, mode: u32) {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
 }
+
+#[test]
+fn fields_the_session_does_not_track_are_not_taken_from_the_bots_patches() {
+    let mut s = Session::new(ScenarioOptions {
+        task_ms: 100,
+        extra_toml: "[session_tracking]\ntrack_location = false\n".into(),
+        ..ScenarioOptions::default()
+    });
+    s.start_runner();
+    s.wait_tasks(4, T);
+    assert_eq!(s.stop_runner(), Some(0));
+    let state = s.state();
+    // sim-bot patches its planet, zone and xp with every task.
+    assert_eq!(
+        (state.planet.as_str(), state.zone.as_str()),
+        ("unknown", "unknown"),
+        "location untracked"
+    );
+    assert!(
+        state.xp_current > 0,
+        "xp is still tracked: {}",
+        state.xp_current
+    );
+}

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use ms11_e2e::{Display, Session};
 use ms11_sim::ScenarioOptions;
 use ms11_sim::win32;
+use ms11_test_support::Need;
 use serde_json::Value;
 
 const T: Duration = Duration::from_secs(60);
@@ -31,21 +32,15 @@ struct WineSetup {
 static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn wine_setup(test: &str, crash_dialog: bool) -> Option<WineSetup> {
-    let required = std::env::var("MS11_REQUIRE")
-        .unwrap_or_default()
-        .split(',')
-        .any(|need| need.trim() == "wine");
     let display = match Display::start(400..500) {
         Ok(display) => display,
-        Err(why) if required => panic!("{test}: MS11_REQUIRE names wine, but {why}"),
         Err(why) => {
-            eprintln!("skipped {test}: {why}");
+            ms11_test_support::skip(test, Need::Xvfb, &why);
             return None;
         }
     };
     if let Some(why) = win32::missing_tools() {
-        assert!(!required, "{test}: MS11_REQUIRE names wine, but {why}");
-        eprintln!("skipped {test}: {why}");
+        ms11_test_support::skip(test, Need::Wine, &why);
         return None;
     }
     let dir = tempfile::tempdir().unwrap();

@@ -64,11 +64,13 @@ fn main() -> Result<()> {
 fn test(extra: &[String]) -> Result<()> {
     if util::which("Xvfb").is_none() {
         eprintln!(
-            "note: Xvfb is not installed: the window tests will print 'skipped' and pass without running.\n      Install it with `apt-get install xvfb` (CI does) to run them."
+            "note: Xvfb is not installed: the window tests will print 'skipped' and pass without running\n      (they fail instead when MS11_REQUIRE names `xvfb`, as in CI).\n      Install it with `apt-get install xvfb` (CI does) to run them."
         );
     }
     if util::which("python3").is_none() {
-        eprintln!("note: python3 is not installed: the example Python bot test will be skipped.");
+        eprintln!(
+            "note: python3 is not installed: the example Python bot test will be skipped (it fails instead when MS11_REQUIRE names `python3`)."
+        );
     }
     let mut args: Vec<String> = vec!["test".into(), "--workspace".into()];
     args.extend(extra.iter().cloned());

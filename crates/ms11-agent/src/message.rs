@@ -99,8 +99,6 @@ pub enum RunnerMessage {
     },
     /// Log the character in again; answer with `relog_result`.
     Relog,
-    /// Start no new task until the next `resume`.
-    Pause,
     /// Stop and exit 0.
     Shutdown,
     /// A message of the bot was refused and changed nothing (a patch or task over the
@@ -127,8 +125,7 @@ pub const BOT_MESSAGE_TYPES: &[&str] = &[
 ];
 
 /// Names of the `type`s of [`RunnerMessage`].
-pub const RUNNER_MESSAGE_TYPES: &[&str] =
-    &["resume", "ack", "relog", "pause", "shutdown", "rejected"];
+pub const RUNNER_MESSAGE_TYPES: &[&str] = &["resume", "ack", "relog", "shutdown", "rejected"];
 
 /// The JSON kind a field must have (used to name the field in decode errors).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -240,7 +237,6 @@ impl ProtocolMessage for RunnerMessage {
             RunnerMessage::Resume { .. } => "resume",
             RunnerMessage::Ack { .. } => "ack",
             RunnerMessage::Relog => "relog",
-            RunnerMessage::Pause => "pause",
             RunnerMessage::Shutdown => "shutdown",
             RunnerMessage::Rejected { .. } => "rejected",
         }

@@ -67,7 +67,6 @@ fn all_runner_messages() -> Vec<RunnerMessage> {
         RunnerMessage::resume(&sample_state()),
         RunnerMessage::Ack { seq: 17 },
         RunnerMessage::Relog,
-        RunnerMessage::Pause,
         RunnerMessage::Shutdown,
     ]
 }
@@ -164,7 +163,6 @@ fn runner_message() -> impl Strategy<Value = RunnerMessage> {
             }),
         any::<u64>().prop_map(|seq| RunnerMessage::Ack { seq }),
         Just(RunnerMessage::Relog),
-        Just(RunnerMessage::Pause),
         Just(RunnerMessage::Shutdown),
     ]
 }

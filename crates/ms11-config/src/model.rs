@@ -85,8 +85,8 @@ impl Default for Config {
 pub struct CrashDetection {
     /// Run the detectors at all.
     pub enabled: bool,
-    /// The seed's polling interval in seconds. Detection here is event-driven; this only
-    /// bounds how often file-based detectors re-check when file events are unavailable.
+    /// The seed's polling interval in seconds: accepted in the seed's files and ignored
+    /// (detection here is event-driven; each detector's own interval applies).
     pub check_interval: u64,
     /// Extra plain-text patterns (case-insensitive substrings) that mark a crash, in
     /// addition to the built-in typed patterns.
@@ -347,10 +347,11 @@ impl Default for WineConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct ReadyConfig {
-    /// `log_line` (a line matching `pattern` appears in `client_log`), `window` (a
-    /// window whose title contains `pattern` appears) or `delay` (wait `delay_ms`).
+    /// `log_line` (a line matching `pattern` appears in `client_log`), `window` or
+    /// `delay` (wait `delay_ms`). `window` is accepted but today works like `log_line`:
+    /// it waits for a line matching `pattern` in `client_log`, not for a window title.
     pub kind: ReadyKind,
-    /// Regex for `log_line`, title text for `window`.
+    /// Regex matched against new lines of `client_log` (for `log_line` and `window`).
     pub pattern: String,
     /// Milliseconds for `delay`.
     pub delay_ms: u64,
@@ -375,7 +376,7 @@ impl Default for ReadyConfig {
 pub enum ReadyKind {
     /// A log line.
     LogLine,
-    /// A window title.
+    /// Accepted; today the same as [`ReadyKind::LogLine`] (the log is scanned).
     Window,
     /// A fixed delay.
     Delay,

@@ -44,7 +44,11 @@ fn xvfb() -> Option<Xvfb> {
     {
         Ok(c) => c,
         Err(err) => {
-            eprintln!("skipped: Xvfb not installed ({err})");
+            ms11_test_support::skip(
+                "window_x11",
+                ms11_test_support::Need::Xvfb,
+                &format!("Xvfb cannot be started ({err})"),
+            );
             return None;
         }
     };

@@ -10,6 +10,7 @@ use std::process::Command;
 
 use ms11_persist::{AtomicStore, PersistError, StateStore};
 use ms11_state::SessionState;
+use ms11_test_support::Need;
 
 /// A tmpfs mounted on a temp dir, unmounted on drop.
 struct Tmpfs {
@@ -18,12 +19,7 @@ struct Tmpfs {
 
 impl Tmpfs {
     fn mount(size: &str) -> Result<Tmpfs, String> {
-        // SAFETY-free check of the effective uid through the `id` command.
-        let uid = Command::new("id")
-            .arg("-u")
-            .output()
-            .map_err(|e| format!("cannot run `id`: {e}"))?;
-        if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
+        if !ms11_test_support::is_root() {
             return Err("mounting a tmpfs needs root".into());
         }
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
@@ -99,7 +95,7 @@ fn disk_full_fails_loudly_keeps_the_previous_state_and_succeeds_once_space_is_ba
     let fs_ = match Tmpfs::mount("1m") {
         Ok(m) => m,
         Err(reason) => {
-            eprintln!("skipped disk_full test: {reason}");
+            ms11_test_support::skip("disk_full", Need::Root, &reason);
             return;
         }
     };
@@ -136,7 +132,7 @@ fn read_only_file_system_fails_loudly_and_loading_still_works() {
     let fs_ = match Tmpfs::mount("1m") {
         Ok(m) => m,
         Err(reason) => {
-            eprintln!("skipped read_only test: {reason}");
+            ms11_test_support::skip("read_only", Need::Root, &reason);
             return;
         }
     };
@@ -167,7 +163,11 @@ fn permission_denied_names_the_directory() {
     if fs::write(&probe, b"x").is_ok() {
         let _ = fs::remove_file(&probe);
         fs::set_permissions(&state_dir, fs::Permissions::from_mode(0o700)).unwrap();
-        eprintln!("skipped permission test: running as root, mode bits do not stop writes");
+        ms11_test_support::skip(
+            "permission_denied_names_the_directory",
+            Need::NonRoot,
+            "running as root, mode bits do not stop writes",
+        );
         return;
     }
     let err = store.save(&mut big_state(1)).unwrap_err();

@@ -14,7 +14,6 @@
 //! process group (`setsid`) still carries it: the signals of a stop, and the kill of
 //! leftovers, reach every process of this user that has the child's marker.
 
-use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::{Arc, Condvar, Mutex};
@@ -448,39 +447,4 @@ pub fn kill_leftovers(records: &[ChildRecord]) -> Vec<Leftover> {
             }
         })
         .collect()
-}
-
-/// The last lines of a child's output, bounded, for incidents.
-#[derive(Debug, Clone, Default)]
-pub struct OutputTail {
-    lines: Arc<Mutex<VecDeque<String>>>,
-    capacity: usize,
-}
-
-impl OutputTail {
-    /// Keeps the last `capacity` lines (each cut at 1000 characters).
-    pub fn new(capacity: usize) -> Self {
-        OutputTail {
-            lines: Arc::new(Mutex::new(VecDeque::with_capacity(capacity))),
-            capacity,
-        }
-    }
-
-    /// Adds a line.
-    pub fn push(&self, line: &str) {
-        if let Ok(mut lines) = self.lines.lock() {
-            if lines.len() == self.capacity {
-                lines.pop_front();
-            }
-            lines.push_back(line.chars().take(1000).collect());
-        }
-    }
-
-    /// The lines, oldest first.
-    pub fn lines(&self) -> Vec<String> {
-        self.lines
-            .lock()
-            .map(|l| l.iter().cloned().collect())
-            .unwrap_or_default()
-    }
 }

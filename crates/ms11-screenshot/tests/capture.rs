@@ -1,5 +1,5 @@
 //! Real screenshots of a real X window on Xvfb (skipped with the reason when Xvfb is
-//! missing, unless `MS11_REQUIRE` names `xvfb`).
+//! missing, unless `MS11_REQUIRE` names `xvfb`: `ms11-test-support`).
 
 #![allow(clippy::unwrap_used, clippy::print_stderr)]
 
@@ -13,12 +13,7 @@ fn display(test: &str, numbers: std::ops::Range<u32>) -> Option<ms11_sim::Xvfb> 
     match ms11_sim::Xvfb::start(numbers) {
         Ok(x) => Some(x),
         Err(why) => {
-            let required = std::env::var("MS11_REQUIRE")
-                .unwrap_or_default()
-                .split(',')
-                .any(|n| n.trim() == "xvfb");
-            assert!(!required, "{test}: MS11_REQUIRE names xvfb, but {why}");
-            eprintln!("skipped {test}: {why}");
+            ms11_test_support::skip(test, ms11_test_support::Need::Xvfb, &why);
             None
         }
     }

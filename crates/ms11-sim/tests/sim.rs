@@ -196,3 +196,63 @@ fn the_bot_claims_works_records_and_reports_each_task_once() {
     send(json!({"type": "shutdown"}));
     assert_eq!(bot.wait().unwrap().code(), Some(0));
 }
+
+/// Runs a bot on a ledger that already holds `t-0001`, resumes it with `t-0001` pending
+/// (and as a re-run when `rerun`), acks everything until it reports `t-0001` done, and
+/// returns the ledger's duplicates.
+fn hand_out_a_task_already_done(rerun: bool, verify_reruns: bool) -> Vec<String> {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = dir.path().join("ledger.txt");
+    std::fs::write(&ledger, "t-0001\n").unwrap();
+    let mut args = vec![
+        "--total-tasks",
+        "1",
+        "--task-ms",
+        "20",
+        "--heartbeat-ms",
+        "5000",
+    ];
+    if verify_reruns {
+        args.push("--verify-reruns");
+    }
+    let mut bot = Command::new(BOT)
+        .args(&args)
+        .arg("--ledger")
+        .arg(&ledger)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = bot.stdin.take().unwrap();
+    let mut lines = BufReader::new(bot.stdout.take().unwrap()).lines();
+    let mut next = || -> Value { serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap() };
+    assert_eq!(next()["type"], "hello");
+    let mut state = ms11_state::SessionState::new("s", "naboo", "theed", 1.0);
+    state.add_task("t-0001", "patrol").unwrap();
+    let rerun: Vec<&str> = if rerun { vec!["t-0001"] } else { vec![] };
+    let mut send = |v: Value| writeln!(stdin, "{v}").unwrap();
+    send(json!({"type": "resume", "state": state, "rerun": rerun}));
+    loop {
+        let m = next();
+        if matches!(m["type"].as_str(), Some("task_started" | "task_done")) {
+            send(json!({"type": "ack", "seq": m["seq"]}));
+            if m["type"] == "task_done" {
+                assert_eq!(m["id"], "t-0001");
+                break;
+            }
+        }
+    }
+    send(json!({"type": "shutdown"}));
+    assert_eq!(bot.wait().unwrap().code(), Some(0));
+    check_ledger(&ledger).unwrap().duplicates
+}
+
+#[test]
+fn a_task_handed_out_again_is_recorded_as_a_duplicate_unless_a_rerun_is_verified_on_purpose() {
+    assert_eq!(hand_out_a_task_already_done(false, false), ["t-0001"]);
+    assert_eq!(hand_out_a_task_already_done(true, false), ["t-0001"]);
+    // A task that is not a re-run is never skipped, even when asked to verify re-runs.
+    assert_eq!(hand_out_a_task_already_done(false, true), ["t-0001"]);
+    assert!(hand_out_a_task_already_done(true, true).is_empty());
+}

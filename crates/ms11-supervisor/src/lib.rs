@@ -73,7 +73,7 @@ pub use event::{EventKind, SupervisorEvent};
 pub use session::{SessionEnd, SessionLoop, next_incident_number};
 pub use settings::{
     ChildSettings, ReadyKind, ReadySettings, ScreenshotSettings, SessionSettings, StrategyFactory,
-    WineSettings,
+    Tracking, WineSettings,
 };
 pub use spawner::{ProcessSpawner, Spawner, SupervisedChild};
 pub use status::{ChildStatus, Health, RetryStatus, SessionStatus, TaskCounts};

@@ -59,6 +59,9 @@ pub struct SessionSettings {
     /// How large one bot `state` patch and the whole state may grow; what would exceed
     /// them is refused (logged, and `rejected` to the bot).
     pub state_limits: StateLimits,
+    /// Which fields of the bot's state patches are applied (the seed's
+    /// `session_tracking`).
+    pub tracking: Tracking,
 }
 
 impl std::fmt::Debug for SessionSettings {
@@ -70,6 +73,27 @@ impl std::fmt::Debug for SessionSettings {
             .field("client_pipeline", &self.client_pipeline)
             .field("bot_pipeline", &self.bot_pipeline)
             .finish_non_exhaustive()
+    }
+}
+
+/// Which fields of the bot's `state` patches are applied; the others are dropped.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Tracking {
+    /// Drop every patch.
+    pub off: bool,
+    /// Drop these fields of a patch.
+    pub untracked: std::collections::BTreeSet<String>,
+}
+
+impl Tracking {
+    /// Whether a patch may set `field`.
+    pub fn tracks(&self, field: &str) -> bool {
+        !self.off && !self.untracked.contains(field)
+    }
+
+    /// Whether every field of every patch is applied.
+    pub fn tracks_everything(&self) -> bool {
+        !self.off && self.untracked.is_empty()
     }
 }
 
@@ -125,6 +149,7 @@ impl SessionSettings {
             save_interval: Duration::from_secs(300),
             state_limits: StateLimits::default(),
             screenshots: None,
+            tracking: Tracking::default(),
         }
     }
 }

@@ -22,7 +22,7 @@ use serde_json::json;
 use tracing::{error, info, warn};
 
 use crate::cli::GlobalArgs;
-use crate::control::{ControlRequest, ControlResponse, ControlServer};
+use crate::control::{ControlRequest, ControlResponse, ControlServer, StartError};
 use crate::exit_code::{ExitCode, Failure};
 use crate::prompt::{self, ContinueDecision, ContinuePolicy};
 use crate::signals::RunnerSignal;
@@ -65,6 +65,7 @@ pub fn run(loaded: &LoadedConfig, global: &GlobalArgs) -> Result<ExitCode> {
         )
         .into());
     }
+    check_socket_is_no_state_file(config, &sessions)?;
     let signals = crate::signals::signal_channel().context("installing signal handlers")?;
     let mut prepared = Vec::new();
     for (index, session) in sessions {
@@ -124,7 +125,13 @@ pub fn run(loaded: &LoadedConfig, global: &GlobalArgs) -> Result<ExitCode> {
         &config.control_socket_path(),
         Arc::new(move |request| route(&handler_routes, request)),
     )
-    .map_err(|e| Failure::new(ExitCode::Error, format!("{e:#}")))?;
+    .map_err(|e| {
+        let code = match e {
+            StartError::NotASocket { .. } => ExitCode::Config,
+            _ => ExitCode::Error,
+        };
+        Failure::new(code, e.to_string())
+    })?;
     info!(event = "running", sessions = routes.len(), control = %control.path().display(), "supervising");
     let notifier = crate::sd_notify::Notifier::from_env();
     if let Some(n) = &notifier {
@@ -301,6 +308,37 @@ fn runner_wide_changes(running: &Config, new: &Config) -> Vec<String> {
     .filter(|(_, changed)| *changed)
     .map(|(key, _)| key.to_owned())
     .collect()
+}
+
+/// `control_socket` pointing at a session's state file is a
+/// configuration error: binding there would clobber the session.
+fn check_socket_is_no_state_file(
+    config: &Config,
+    sessions: &[(usize, SessionConfig)],
+) -> Result<()> {
+    let socket = config.control_socket_path();
+    let same = |a: &std::path::Path, b: &std::path::Path| {
+        let absolute =
+            |p: &std::path::Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+        absolute(a) == absolute(b)
+            || matches!((std::fs::canonicalize(a), std::fs::canonicalize(b)), (Ok(x), Ok(y)) if x == y)
+    };
+    for (index, session) in sessions {
+        let state = config.state_file_of(*index, session);
+        if same(&socket, &state) {
+            return Err(Failure::new(
+                ExitCode::Config,
+                format!(
+                    "control_socket `{}` is the state file `{}` of session `{}`: choose another path for `control_socket`",
+                    socket.display(),
+                    state.display(),
+                    session.name
+                ),
+            )
+            .into());
+        }
+    }
+    Ok(())
 }
 
 /// The more serious of two session outcomes.

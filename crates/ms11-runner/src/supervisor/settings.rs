@@ -8,7 +8,7 @@ use ms11_plugin_host::PluginStrategy;
 use ms11_process::ProcessSpec;
 use ms11_recover::Strategy;
 use ms11_supervisor::{
-    ChildSettings, ReadySettings, ScreenshotSettings, SessionSettings, StrategyFactory,
+    ChildSettings, ReadySettings, ScreenshotSettings, SessionSettings, StrategyFactory, Tracking,
     WineSettings,
 };
 
@@ -59,7 +59,32 @@ pub fn session_settings(
         max_patch_bytes: config.max_patch_bytes,
         max_state_bytes: config.max_state_bytes,
     };
+    settings.tracking = tracking(&config.session_tracking);
     settings
+}
+
+/// The seed's `session_tracking` as the fields of the bot's patches that are dropped
+/// (the configuration's own rule, [`ms11_config::SessionTracking::allows`], decides).
+fn tracking(t: &ms11_config::SessionTracking) -> Tracking {
+    const GAME_FIELDS: [&str; 9] = [
+        "current_quest",
+        "quest_step",
+        "xp_level",
+        "xp_current",
+        "xp_next_level",
+        "planet",
+        "zone",
+        "coordinates",
+        "equipped_weapon",
+    ];
+    Tracking {
+        off: !t.enabled,
+        untracked: GAME_FIELDS
+            .iter()
+            .filter(|f| t.enabled && !t.allows(f))
+            .map(|f| (*f).to_owned())
+            .collect(),
+    }
 }
 
 fn child_settings(process: &ProcessConfig) -> Option<ChildSettings> {
@@ -147,4 +172,26 @@ fn screenshot_settings(
         display: session.window.display.clone(),
         titles,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn session_tracking_switches_become_the_fields_a_patch_may_not_set() {
+        let mut config = ms11_config::SessionTracking::default();
+        assert!(tracking(&config).tracks_everything());
+        config.track_xp = false;
+        config.track_equipment = false;
+        let t = tracking(&config);
+        for field in ["xp_level", "xp_current", "xp_next_level", "equipped_weapon"] {
+            assert!(!t.tracks(field), "{field}");
+        }
+        for field in ["planet", "quest_step", "my_own_field"] {
+            assert!(t.tracks(field), "{field}");
+        }
+        config.enabled = false;
+        assert!(!tracking(&config).tracks("planet"));
+    }
 }

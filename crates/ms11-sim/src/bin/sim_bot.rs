@@ -1,7 +1,9 @@
 //! `sim-bot`: a bot speaking the agent protocol on stdin/stdout. It works through the
-//! runner's task queue (re-runs first, verified against its effect ledger), adds tasks
+//! runner's task queue (re-runs first), adds tasks
 //! from a seeded plan, reports state patches, records each task's effect in
-//! `--ledger` before `task_done`, and waits for every `ack`. On command (a file in
+//! `--ledger` before `task_done`, and waits for every `ack`. A task handed out whose
+//! effect is already in the ledger is done again and so counted as a duplicate (only
+//! `--verify-reruns` skips a re-run on purpose). On command (a file in
 //! `--control-dir`) it hangs, prints garbage or crashes mid-task.
 
 #![allow(clippy::print_stdout, clippy::print_stderr)]
@@ -51,6 +53,12 @@ struct Args {
     /// The protocol major announced in `hello` (a bot of another version: not 1).
     #[arg(long, default_value_t = 1)]
     protocol: u32,
+    /// Skip a re-run (a task the runner resumes as in flight) whose effect is already in
+    /// the ledger, as a bot that checks its own effects would. Off by default: then a
+    /// task run twice is recorded twice and counted as a duplicate. A task handed out
+    /// again without being a re-run is always recorded as a duplicate.
+    #[arg(long)]
+    verify_reruns: bool,
     /// Only check a ledger and print `{"effects","unique","duplicates"}`.
     #[arg(long, value_name = "FILE")]
     check_ledger: Option<PathBuf>,
@@ -87,7 +95,6 @@ struct Bot {
     working: Option<Working>,
     waiting: Option<WaitingAck>,
     relogging: Option<Relogging>,
-    paused: bool,
     resumed: bool,
     crash_next: bool,
     xp: (i64, i64, i64),
@@ -117,7 +124,6 @@ fn main() -> Result<()> {
         working: None,
         waiting: None,
         relogging: None,
-        paused: false,
         resumed: false,
         crash_next: false,
         xp: (1, 0, 1000),
@@ -170,7 +176,6 @@ impl Bot {
         match message {
             RunnerMessage::Resume { state, rerun } => {
                 self.resumed = true;
-                self.paused = false;
                 self.working = None;
                 self.waiting = None;
                 self.rerun = rerun.iter().cloned().collect();
@@ -218,7 +223,6 @@ impl Bot {
                     deadline: Instant::now() + Duration::from_secs(10),
                 });
             }
-            RunnerMessage::Pause => self.paused = true,
             RunnerMessage::Shutdown => return false,
         }
         true
@@ -238,7 +242,7 @@ impl Bot {
             }
             return;
         }
-        if !self.resumed || self.paused {
+        if !self.resumed {
             return;
         }
         if let Some(work) = &self.working {
@@ -283,11 +287,18 @@ impl Bot {
             std::process::exit(101);
         }
         if self.effects.contains(&next) {
-            // Verified: the effect already happened (a re-run, or a task the runner lost
-            // track of). Do not do it again; just report it done.
-            eprintln!("sim-bot: {next} already done (ledger); not repeating it");
-            self.done(&next);
-            return;
+            if self.args.verify_reruns && self.rerun.contains(&next) {
+                // Asked for: a re-run whose effect already happened is verified and
+                // reported done without doing it again.
+                eprintln!("sim-bot: re-run {next} already done (ledger); not repeating it");
+                self.done(&next);
+                return;
+            }
+            // Never hidden: doing it again records the effect twice, which the ledger
+            // check counts as a duplicate.
+            eprintln!(
+                "sim-bot: {next} was handed out although its effect is in the ledger; doing it again (a duplicate)"
+            );
         }
         let spread = self.args.task_ms / 2;
         let ms = self.args.task_ms - spread + self.rng.random_range(0..=spread * 2);

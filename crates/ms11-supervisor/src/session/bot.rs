@@ -459,6 +459,8 @@ impl SessionLoop {
         let Some(link) = &mut self.bot.link else {
             return;
         };
+        let tracked = tracked_patch(&self.settings.tracking, message);
+        let message = tracked.as_ref().unwrap_or(message);
         match link.rules.handle(&mut self.state, message, unix) {
             Action::SendResume => {
                 link.hello_seen = true;
@@ -584,5 +586,73 @@ impl SessionLoop {
             return Some("the bot is not running".into());
         }
         None
+    }
+}
+
+/// A `state` patch without the fields the session does not track (`session_tracking`);
+/// `None` when the message goes through as it is.
+fn tracked_patch(tracking: &crate::settings::Tracking, message: &BotMessage) -> Option<BotMessage> {
+    let BotMessage::State { patch } = message else {
+        return None;
+    };
+    if tracking.tracks_everything() {
+        return None;
+    }
+    let dropped: Vec<&str> = patch
+        .keys()
+        .filter(|k| !tracking.tracks(k))
+        .map(String::as_str)
+        .collect();
+    if dropped.is_empty() {
+        return None;
+    }
+    debug!(fields = ?dropped, "state patch fields not tracked (session_tracking); dropped");
+    Some(BotMessage::State {
+        patch: patch
+            .iter()
+            .filter(|(k, _)| tracking.tracks(k))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+    })
+}
+
+#[cfg(test)]
+mod tracking_tests {
+    use super::*;
+    use crate::settings::Tracking;
+
+    fn patch() -> BotMessage {
+        let serde_json::Value::Object(patch) =
+            serde_json::json!({"planet": "naboo", "xp_current": 5, "mood": "calm"})
+        else {
+            unreachable!()
+        };
+        BotMessage::State { patch }
+    }
+
+    fn fields(message: Option<BotMessage>) -> Vec<String> {
+        match message.unwrap_or_else(patch) {
+            BotMessage::State { patch } => patch.keys().cloned().collect(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn untracked_fields_of_a_patch_are_dropped_and_tracking_off_drops_all() {
+        assert_eq!(
+            fields(tracked_patch(&Tracking::default(), &patch())),
+            ["mood", "planet", "xp_current"]
+        );
+        let no_xp = Tracking {
+            off: false,
+            untracked: ["xp_current".to_owned()].into(),
+        };
+        assert_eq!(fields(tracked_patch(&no_xp, &patch())), ["mood", "planet"]);
+        let off = Tracking {
+            off: true,
+            untracked: Default::default(),
+        };
+        assert!(fields(tracked_patch(&off, &patch())).is_empty());
+        assert!(tracked_patch(&off, &BotMessage::Heartbeat).is_none());
     }
 }
