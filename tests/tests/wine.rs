@@ -185,6 +185,8 @@ fn without_the_crash_dialog_a_wine_crash_is_an_exit_and_recovered_at_once() {
     let options = ScenarioOptions {
         window: true,
         wine_client: Some((wine.exe.clone(), wine.prefix.clone())),
+        // Ready when the client's window is mapped, not at its login line.
+        ready_kind: "window",
         ..ScenarioOptions::default()
     };
     let mut s = Session::new(options).with_display(&wine.display.display);
@@ -198,6 +200,11 @@ fn without_the_crash_dialog_a_wine_crash_is_an_exit_and_recovered_at_once() {
     wait_ready(&s);
     let record = s.resolved_incident(&id);
     assert_eq!(record.kind, ms11_state::IncidentKind::Crash, "{record:?}");
+    let ready = s.wait_event("client_ready", &[], T);
+    assert_eq!(
+        ready["evidence"], "window \"Star Wars Galaxies\"",
+        "readiness waited for the window: {ready}"
+    );
     assert_eq!(count(&s, |v| v["event"] == "incident"), 1);
     let (processes, windows) = leftovers(&wine.display.display);
     assert!(

@@ -50,6 +50,14 @@ struct PairedRow {
 
 const PAIRED: &[PairedRow] = &[
     PairedRow {
+        what: "screenshot of a 640x400 client window: find, capture, PNG, write (median)",
+        report: "screenshot_capture",
+        measured: "shot_median_ns",
+        baseline: "bare_median_ns",
+        baseline_name: "bare X GetImage of the same pixels",
+        goal: "milliseconds, once per incident",
+    },
+    PairedRow {
         what: "atomic save, 5 KB, 3 generations kept (median)",
         report: "paired_save",
         measured: "keep3_median_ns",

@@ -347,11 +347,12 @@ impl Default for WineConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct ReadyConfig {
-    /// `log_line` (a line matching `pattern` appears in `client_log`), `window` or
-    /// `delay` (wait `delay_ms`). `window` is accepted but today works like `log_line`:
-    /// it waits for a line matching `pattern` in `client_log`, not for a window title.
+    /// `auto` (the default: `window` when the window probe has a display, else
+    /// `delay`), `window` (a main window of the client, `window.main_titles`, is mapped
+    /// on the display), `log_line` (a new line of `client_log` matches `pattern`) or
+    /// `delay` (wait `delay_ms`).
     pub kind: ReadyKind,
-    /// Regex matched against new lines of `client_log` (for `log_line` and `window`).
+    /// Regex matched against new lines of `client_log`, for `log_line`.
     pub pattern: String,
     /// Milliseconds for `delay`.
     pub delay_ms: u64,
@@ -362,7 +363,7 @@ pub struct ReadyConfig {
 impl Default for ReadyConfig {
     fn default() -> Self {
         ReadyConfig {
-            kind: ReadyKind::LogLine,
+            kind: ReadyKind::Auto,
             pattern: "Login successful".into(),
             delay_ms: 2000,
             timeout_secs: 60.0,
@@ -374,9 +375,11 @@ impl Default for ReadyConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ReadyKind {
+    /// `window` when the window probe has a display, else `delay`.
+    Auto,
     /// A log line.
     LogLine,
-    /// Accepted; today the same as [`ReadyKind::LogLine`] (the log is scanned).
+    /// The client's main window is mapped.
     Window,
     /// A fixed delay.
     Delay,

@@ -228,7 +228,6 @@ fn check_finds_semantic_problems() {
     <dir>/ms11.toml:4: `session.0.pipeline`: unknown strategy `teleport` (known: restart, relog, manual, restore, swg-emu-wait-login-server)
     <dir>/ms11.toml:6: `session.0.client.command`: must name a program
     <dir>/ms11.toml:7: `session.0.client.stop_signal`: unknown signal `NOPE`
-    defaults: `session.0.ready.kind`: `log_line` readiness needs `client_log`
     <dir>/ms11.toml:9: `session.1.name`: `a` is used by another session
     ");
 }

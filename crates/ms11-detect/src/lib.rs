@@ -67,4 +67,4 @@ pub use patterns::{
 };
 pub use process_exit::{ExitWatcher, incident_for_exit};
 pub use stall::{StallConfig, StallDetector, StallTracker};
-pub use window::{WindowProbeConfig, spawn_window_probe};
+pub use window::{WindowLister, WindowProbeConfig, spawn_window_probe};

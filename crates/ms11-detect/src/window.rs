@@ -309,6 +309,45 @@ pub fn spawn_window_probe(
     }
 }
 
+/// The titles of the top-level windows on a display, over one kept connection: what a
+/// `window` readiness check polls while a client starts.
+pub struct WindowLister {
+    #[cfg(unix)]
+    probe: x11::XProbe,
+}
+
+impl WindowLister {
+    /// Connects to `display` (`None`: `$DISPLAY`).
+    pub fn connect(display: Option<&str>) -> Result<Self, String> {
+        #[cfg(unix)]
+        {
+            Ok(WindowLister {
+                probe: x11::XProbe::connect(display)?,
+            })
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = display;
+            Err("window readiness needs X11".into())
+        }
+    }
+
+    /// The titles of the mapped top-level windows now.
+    pub fn titles(&mut self) -> Result<Vec<String>, String> {
+        #[cfg(unix)]
+        {
+            self.probe
+                .snapshot()
+                .map(|windows| windows.into_iter().map(|(_, title)| title).collect())
+                .map_err(|e| e.to_string())
+        }
+        #[cfg(not(unix))]
+        {
+            Err("window readiness needs X11".into())
+        }
+    }
+}
+
 /// Feeds a snapshot to the tracker and sends the incidents for what changed.
 fn observe(
     tracker: &mut WindowTracker,

@@ -25,6 +25,9 @@ pub enum ExitCode {
     /// A session stopped on a terminal condition (banned, wrong password, ...): a
     /// person is needed.
     Terminal = 8,
+    /// A second Ctrl-C stopped the runner at once, without the final save (128 +
+    /// SIGINT, as a shell reports it).
+    Interrupted = 130,
 }
 
 impl ExitCode {

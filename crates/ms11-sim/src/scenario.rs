@@ -41,6 +41,9 @@ pub struct ScenarioOptions {
     /// The Windows test client under Wine instead of `sim-client`: the `.exe` and the
     /// session's Wine prefix (see [`crate::win32`]).
     pub wine_client: Option<(PathBuf, PathBuf)>,
+    /// `session.ready.kind`: `log_line` (the simulated login line) unless a test
+    /// waits for the client's window (`window`).
+    pub ready_kind: &'static str,
 }
 
 impl Default for ScenarioOptions {
@@ -64,6 +67,7 @@ impl Default for ScenarioOptions {
             bot_args: Vec::new(),
             client_program: None,
             wine_client: None,
+            ready_kind: "log_line",
         }
     }
 }
@@ -158,7 +162,7 @@ stop_grace_secs = 2
 command = [{bot}, "--ledger", {ledger}, "--client-control-dir", {cc}, "--client-log", {log}, "--control-dir", {bc}, "--total-tasks", "{total}", "--task-ms", "{task_ms}", "--heartbeat-ms", "300", "--seed", "{seed}"{bot_args}]
 
 [session.ready]
-kind = "log_line"
+kind = "{ready_kind}"
 pattern = "Login successful"
 timeout_secs = 15
 
@@ -189,6 +193,7 @@ desktop_notify = false
             log = q(self.root.join("client.log")),
             client_command = self.client_command(),
             client_wine = self.client_wine_table(),
+            ready_kind = o.ready_kind,
             bot_args = extra_args(&o.bot_args),
             bot = q(self.bin_dir.join("sim-bot")),
             cc = q(self.client_control()),

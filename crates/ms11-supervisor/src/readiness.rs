@@ -13,11 +13,28 @@ use crate::settings::{ReadyKind, ReadySettings};
 /// How often a pending log check reads the log.
 pub(crate) const POLL_INTERVAL: Duration = Duration::from_millis(25);
 
+/// A `window` check: the titles to find and the connection, made at the first poll.
+struct WindowWait {
+    titles: Vec<Regex>,
+    display: Option<String>,
+    lister: Option<ms11_detect::WindowLister>,
+}
+
+impl std::fmt::Debug for WindowWait {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WindowWait")
+            .field("titles", &self.titles)
+            .field("display", &self.display)
+            .finish_non_exhaustive()
+    }
+}
+
 /// A pending readiness check of one client start.
 #[derive(Debug)]
 pub(crate) struct ReadinessCheck {
     kind: ReadyKind,
     regex: Option<Regex>,
+    window: Option<WindowWait>,
     log: Option<PathBuf>,
     read_to: u64,
     partial: String,
@@ -35,17 +52,41 @@ impl ReadinessCheck {
         now: Instant,
     ) -> Result<Self, String> {
         let regex = match settings.kind {
-            ReadyKind::Delay => None,
-            ReadyKind::LogLine | ReadyKind::Window => {
+            ReadyKind::Delay | ReadyKind::Window => None,
+            ReadyKind::LogLine => {
                 if log.is_none() {
                     return Err("no client_log to watch for readiness".into());
                 }
                 Some(Regex::new(&settings.pattern).map_err(|e| format!("ready.pattern: {e}"))?)
             }
         };
+        let window = match settings.kind {
+            ReadyKind::Window => {
+                let titles = settings
+                    .window_titles
+                    .iter()
+                    .map(|t| {
+                        regex::RegexBuilder::new(t)
+                            .case_insensitive(true)
+                            .build()
+                            .map_err(|e| format!("window.main_titles: {e}"))
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                if titles.is_empty() {
+                    return Err("no window.main_titles to wait for".into());
+                }
+                Some(WindowWait {
+                    titles,
+                    display: settings.display.clone(),
+                    lister: None,
+                })
+            }
+            _ => None,
+        };
         Ok(ReadinessCheck {
             kind: settings.kind,
             regex,
+            window,
             log: log.map(Path::to_path_buf),
             read_to: log_offset,
             partial: String::new(),
@@ -67,9 +108,8 @@ impl ReadinessCheck {
     pub(crate) fn describe(&self) -> String {
         match self.kind {
             ReadyKind::Delay => "a start-up delay".to_owned(),
-            ReadyKind::LogLine | ReadyKind::Window => {
-                format!("a log line matching `{}`", self.pattern)
-            }
+            ReadyKind::Window => "the client's window".to_owned(),
+            ReadyKind::LogLine => format!("a log line matching `{}`", self.pattern),
         }
     }
 
@@ -80,8 +120,29 @@ impl ReadinessCheck {
             ReadyKind::Delay => {
                 Ok((now >= self.ready_at_delay).then(|| "start-up delay passed".into()))
             }
-            ReadyKind::LogLine | ReadyKind::Window => self.poll_log(),
+            ReadyKind::Window => self.poll_window(),
+            ReadyKind::LogLine => self.poll_log(),
         }
+    }
+
+    fn poll_window(&mut self) -> Result<Option<String>, String> {
+        let Some(wait) = &mut self.window else {
+            return Ok(None);
+        };
+        if wait.lister.is_none() {
+            wait.lister = Some(
+                ms11_detect::WindowLister::connect(wait.display.as_deref())
+                    .map_err(|e| format!("cannot open the display for window readiness: {e}"))?,
+            );
+        }
+        let Some(lister) = wait.lister.as_mut() else {
+            return Ok(None);
+        };
+        let titles = lister.titles()?;
+        Ok(titles
+            .into_iter()
+            .find(|t| wait.titles.iter().any(|r| r.is_match(t)))
+            .map(|t| format!("window \"{t}\"")))
     }
 
     fn poll_log(&mut self) -> Result<Option<String>, String> {

@@ -194,8 +194,13 @@ pub struct WineSettings {
 pub struct ReadySettings {
     /// What to wait for.
     pub kind: ReadyKind,
-    /// The regex a new log line (or the window title) must match.
+    /// For [`ReadyKind::LogLine`]: the regex a new log line must match.
     pub pattern: String,
+    /// For [`ReadyKind::Window`]: regexes of the client's main window title
+    /// (case-insensitive).
+    pub window_titles: Vec<String>,
+    /// For [`ReadyKind::Window`]: the X display (`None`: `$DISPLAY`).
+    pub display: Option<String>,
     /// For [`ReadyKind::Delay`]: the time after the start.
     pub delay: Duration,
     /// Give up after this long.
@@ -207,6 +212,8 @@ impl Default for ReadySettings {
         ReadySettings {
             kind: ReadyKind::LogLine,
             pattern: "Login successful".into(),
+            window_titles: Vec::new(),
+            display: None,
             delay: Duration::from_secs(2),
             timeout: Duration::from_secs(60),
         }
@@ -218,8 +225,7 @@ impl Default for ReadySettings {
 pub enum ReadyKind {
     /// A new line in the client log matching the pattern.
     LogLine,
-    /// The client's window (its title matching the pattern). Until the window probe can
-    /// answer this, the log is checked for the pattern as well.
+    /// A mapped top-level window whose title matches one of `window_titles`.
     Window,
     /// A fixed delay after the start.
     Delay,

@@ -27,9 +27,6 @@ use crate::exit_code::{ExitCode, Failure};
 use crate::prompt::{self, ContinueDecision, ContinuePolicy};
 use crate::signals::RunnerSignal;
 
-/// The exit status after a second Ctrl-C (128 + SIGINT, as a shell reports it).
-const STOPPED_AT_ONCE: i32 = 130;
-
 /// A second panic of a session loop within this window stops the runner.
 const PANIC_WINDOW: Duration = Duration::from_secs(600);
 
@@ -184,7 +181,7 @@ pub fn run(loaded: &LoadedConfig, global: &GlobalArgs) -> Result<ExitCode> {
             recv(signals) -> signal => match signal {
                 Ok(RunnerSignal::Interrupt) => {
                     error!(event = "stopped_at_once", "second Ctrl-C: stopping at once, without waiting for the children to stop or the final save (the children are killed with the runner; the last saved generation is kept)");
-                    std::process::exit(STOPPED_AT_ONCE);
+                    std::process::exit(ExitCode::Interrupted.code());
                 }
                 Ok(RunnerSignal::Reload) => info!("the configuration is not reloaded while stopping"),
                 Ok(RunnerSignal::Term) => {}

@@ -33,13 +33,20 @@ pub fn session_settings(
     settings.client = session.client.as_ref().and_then(child_settings);
     settings.bot = session.bot.as_ref().and_then(child_settings);
     settings.client_log = session.client_log.clone();
+    let has_display = session.window.display.is_some() || std::env::var_os("DISPLAY").is_some();
     settings.ready = ReadySettings {
         kind: match session.ready.kind {
+            ReadyKind::Auto if session.window.enabled && has_display => {
+                ms11_supervisor::ReadyKind::Window
+            }
+            ReadyKind::Auto => ms11_supervisor::ReadyKind::Delay,
             ReadyKind::LogLine => ms11_supervisor::ReadyKind::LogLine,
             ReadyKind::Window => ms11_supervisor::ReadyKind::Window,
             ReadyKind::Delay => ms11_supervisor::ReadyKind::Delay,
         },
         pattern: session.ready.pattern.clone(),
+        window_titles: session.window.main_titles.clone(),
+        display: session.window.display.clone(),
         delay: Duration::from_millis(session.ready.delay_ms),
         timeout: Duration::from_secs_f64(session.ready.timeout_secs.max(0.0)),
     };
