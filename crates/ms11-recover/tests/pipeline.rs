@@ -100,6 +100,17 @@ fn pipeline(settings: &RecoverySettings, clock: &Arc<FakeClock>) -> Pipeline {
     Pipeline::new(strategies, settings, Arc::clone(clock) as Arc<dyn Clock>).with_seed(1)
 }
 
+/// One first round of the standard pipeline.
+fn run_once(
+    settings: &RecoverySettings,
+    clock: &Arc<FakeClock>,
+    incident: &mut Incident,
+    policy: &mut RecoveryPolicyState,
+    session: &mut Script,
+) -> ms11_recover::PipelineResult {
+    pipeline(settings, clock).run(incident, policy, session, &AtomicBool::new(false))
+}
+
 fn incident(kind: IncidentKind) -> Incident {
     Incident::new(
         "main-1",
@@ -212,12 +223,7 @@ fn a_crash_loop_trips_the_breaker_and_goes_straight_to_manual() {
     for n in 0..settings.breaker.max_incidents {
         let mut session = Script::default();
         let mut inc = incident(IncidentKind::Crash);
-        let r = pipeline(&settings, &clock).run(
-            &mut inc,
-            &mut policy,
-            &mut session,
-            &AtomicBool::new(false),
-        );
+        let r = run_once(&settings, &clock, &mut inc, &mut policy, &mut session);
         assert_eq!(r.strategy.as_deref(), Some("restart"), "incident {n}");
     }
     let mut session = Script {
@@ -225,12 +231,7 @@ fn a_crash_loop_trips_the_breaker_and_goes_straight_to_manual() {
         ..Script::default()
     };
     let mut inc = incident(IncidentKind::Crash);
-    let r = pipeline(&settings, &clock).run(
-        &mut inc,
-        &mut policy,
-        &mut session,
-        &AtomicBool::new(false),
-    );
+    let r = run_once(&settings, &clock, &mut inc, &mut policy, &mut session);
     assert_eq!(r.status, ResolutionStatus::Escalated);
     assert!(policy.breaker.tripped_at.is_some());
     assert!(
@@ -284,12 +285,7 @@ fn budgets_survive_a_new_pipeline_so_a_runner_restart_is_no_retry_storm() {
     let mut policy: RecoveryPolicyState = serde_json::from_str(&policy_json).unwrap();
     let mut session = Script::default();
     let mut inc = incident(IncidentKind::Crash);
-    let r = pipeline(&settings, &clock).run(
-        &mut inc,
-        &mut policy,
-        &mut session,
-        &AtomicBool::new(false),
-    );
+    let r = run_once(&settings, &clock, &mut inc, &mut policy, &mut session);
     assert_eq!(
         r.strategy.as_deref(),
         Some("restore"),
@@ -313,12 +309,7 @@ fn a_person_is_told_once_per_storm_and_never_skipped_for_budget() {
     };
     let mut policy = RecoveryPolicyState::default();
     let mut first = incident(IncidentKind::ProcessExit);
-    let result = pipeline(&settings, &clock).run(
-        &mut first,
-        &mut policy,
-        &mut session,
-        &AtomicBool::new(false),
-    );
+    let result = run_once(&settings, &clock, &mut first, &mut policy, &mut session);
     assert_eq!(result.status, ResolutionStatus::Escalated);
     assert!(
         session.calls.contains(&"notify main-1".to_owned()),
@@ -337,12 +328,7 @@ fn a_person_is_told_once_per_storm_and_never_skipped_for_budget() {
     session.calls.clear();
     let mut second = incident(IncidentKind::ProcessExit);
     second.id = "main-2".into();
-    let result = pipeline(&settings, &clock).run(
-        &mut second,
-        &mut policy,
-        &mut session,
-        &AtomicBool::new(false),
-    );
+    let result = run_once(&settings, &clock, &mut second, &mut policy, &mut session);
     assert_eq!(result.status, ResolutionStatus::Escalated);
     assert!(
         !session.calls.iter().any(|c| c.starts_with("notify")),

@@ -229,6 +229,16 @@ struct Harness {
     _dir: tempfile::TempDir,
 }
 
+/// A bot the fake spawner gives pipes to.
+fn bot_settings() -> ChildSettings {
+    ChildSettings {
+        spec: ProcessSpec::from_argv(&["mybot".to_owned()]).unwrap(),
+        stop_signal: 15,
+        stop_grace: Duration::from_secs(2),
+        wine: None,
+    }
+}
+
 fn settings() -> SessionSettings {
     let mut settings = SessionSettings::new("main");
     settings.client = Some(ChildSettings {
@@ -611,12 +621,7 @@ fn a_client_that_cannot_start_is_an_incident_retried_until_it_runs() {
 #[test]
 fn a_bot_stall_and_a_client_exit_are_two_incidents_each_with_its_own_recovery() {
     let mut h = Harness::new(|s| {
-        s.bot = Some(ChildSettings {
-            spec: ProcessSpec::from_argv(&["mybot".to_owned()]).unwrap(),
-            stop_signal: 15,
-            stop_grace: Duration::from_secs(2),
-            wine: None,
-        });
+        s.bot = Some(bot_settings());
         s.stall.timeout_ms = 5_000;
     });
     h.start();
@@ -650,12 +655,7 @@ fn a_bot_stall_and_a_client_exit_are_two_incidents_each_with_its_own_recovery() 
 #[test]
 fn a_bot_speaking_another_protocol_is_terminal_for_the_bot_not_a_restart_storm() {
     let mut h = Harness::new(|s| {
-        s.bot = Some(ChildSettings {
-            spec: ProcessSpec::from_argv(&["mybot".to_owned()]).unwrap(),
-            stop_signal: 15,
-            stop_grace: Duration::from_secs(2),
-            wine: None,
-        });
+        s.bot = Some(bot_settings());
     });
     h.start().advance(Duration::from_millis(300));
     h.bot_says(r#"{"type":"hello","protocol":2,"bot":"future"}"#);
@@ -748,12 +748,7 @@ fn a_panicking_session_loop_is_reopened_once_and_a_second_panic_fails() {
 fn an_acknowledged_stall_whose_bot_is_still_silent_is_recovered_at_once() {
     let mut h = Harness::new(|s| {
         s.client = None;
-        s.bot = Some(ChildSettings {
-            spec: ProcessSpec::from_argv(&["mybot".to_owned()]).unwrap(),
-            stop_signal: 15,
-            stop_grace: Duration::from_secs(2),
-            wine: None,
-        });
+        s.bot = Some(bot_settings());
         s.stall.timeout_ms = 5_000;
         s.recovery.restart_bot.budget = 0; // spent: only a person can be asked
     });
@@ -777,12 +772,7 @@ fn an_acknowledged_stall_whose_bot_is_still_silent_is_recovered_at_once() {
 #[test]
 fn an_acknowledged_disconnect_is_relogged_at_once() {
     let mut h = Harness::new(|s| {
-        s.bot = Some(ChildSettings {
-            spec: ProcessSpec::from_argv(&["mybot".to_owned()]).unwrap(),
-            stop_signal: 15,
-            stop_grace: Duration::from_secs(2),
-            wine: None,
-        });
+        s.bot = Some(bot_settings());
         s.recovery.relog.budget = 0; // spent: only a person can be asked
     });
     h.start();
@@ -896,12 +886,7 @@ fn reconfigure_applies_live_settings_and_answers_what_needs_a_restart() {
 #[test]
 fn patches_over_the_size_limits_are_refused_and_the_bot_is_told_while_the_saved_state_stays() {
     let mut h = Harness::new(|s| {
-        s.bot = Some(ChildSettings {
-            spec: ProcessSpec::from_argv(&["mybot".to_owned()]).unwrap(),
-            stop_signal: 15,
-            stop_grace: Duration::from_secs(2),
-            wine: None,
-        });
+        s.bot = Some(bot_settings());
         s.state_limits = ms11_state::StateLimits {
             max_patch_bytes: 1024,
             max_state_bytes: 8 * 1024,
