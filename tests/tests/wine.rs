@@ -8,7 +8,7 @@
 
 #![allow(clippy::unwrap_used, clippy::print_stderr)]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use ms11_e2e::{Display, Session};
@@ -75,11 +75,21 @@ fn wait_ready(s: &Session) {
     }
 }
 
-/// What a crash of a Wine program leaves when nobody cleans up.
-fn leftovers(display: &str) -> (Vec<(u32, String)>, Vec<String>) {
+/// Whether a process runs in this Wine prefix (its environment names it). Other Wine
+/// tests may run at the same time, with processes of the same names.
+fn in_prefix(pid: u32, prefix: &Path) -> bool {
+    let wanted = format!("WINEPREFIX={}", prefix.display());
+    std::fs::read(format!("/proc/{pid}/environ"))
+        .is_ok_and(|env| env.split(|&b| b == 0).any(|var| var == wanted.as_bytes()))
+}
+
+/// What a crash of a Wine program leaves when nobody cleans up: the processes of this
+/// prefix and the windows of this display.
+fn leftovers(wine: &WineSetup) -> (Vec<(u32, String)>, Vec<String>) {
     let mut processes = win32::processes_named("winedbg");
     processes.extend(win32::processes_named("conhost.exe"));
-    let windows = win32::window_titles(display)
+    processes.retain(|(pid, _)| in_prefix(*pid, &wine.prefix));
+    let windows = win32::window_titles(&wine.display.display)
         .unwrap()
         .into_iter()
         .filter(|t| t.contains("Program Error") || t.contains("Wine Debugger"))
@@ -116,7 +126,7 @@ fn ten_wine_crashes_are_ten_incidents_ten_restarts_and_leave_nothing_behind() {
         }
         recover_ms.push(crashed.elapsed().as_millis());
         wait_ready(&s);
-        let (processes, windows) = leftovers(&wine.display.display);
+        let (processes, windows) = leftovers(&wine);
         most_left_during = most_left_during.max(processes.len() + windows.len());
         assert!(
             processes.is_empty() && windows.is_empty(),
@@ -144,14 +154,18 @@ fn ten_wine_crashes_are_ten_incidents_ten_restarts_and_leave_nothing_behind() {
     assert_eq!(restarts, crashes, "one restart per crash");
     assert_eq!(starts, crashes + 1, "the first start and one per crash");
     assert_eq!(s.stop_runner(), Some(0));
-    let (processes, windows) = leftovers(&wine.display.display);
+    let (processes, windows) = leftovers(&wine);
     assert!(
         processes.is_empty() && windows.is_empty(),
         "{processes:?} {windows:?}"
     );
+    let clients: Vec<_> = win32::processes_named("swg_test_client")
+        .into_iter()
+        .filter(|(pid, _)| in_prefix(*pid, &wine.prefix))
+        .collect();
     assert!(
-        win32::processes_named("swg_test_client").is_empty(),
-        "the client is gone after the runner stopped"
+        clients.is_empty(),
+        "the client is gone after the runner stopped: {clients:?}"
     );
     s.assert_nothing_lost_or_repeated();
 }
@@ -179,7 +193,7 @@ fn without_the_crash_dialog_a_wine_crash_is_an_exit_and_recovered_at_once() {
     let record = s.resolved_incident(&id);
     assert_eq!(record.kind, ms11_state::IncidentKind::Crash, "{record:?}");
     assert_eq!(count(&s, |v| v["event"] == "incident"), 1);
-    let (processes, windows) = leftovers(&wine.display.display);
+    let (processes, windows) = leftovers(&wine);
     assert!(
         processes.is_empty() && windows.is_empty(),
         "{processes:?} {windows:?}"
