@@ -200,3 +200,79 @@ fn without_the_crash_dialog_a_wine_crash_is_an_exit_and_recovered_at_once() {
     );
     assert_eq!(s.stop_runner(), Some(0));
 }
+
+#[test]
+fn a_hung_wine_client_stops_answering_pings_and_is_restarted() {
+    let test = "a_hung_wine_client_stops_answering_pings_and_is_restarted";
+    let Some(wine) = wine_setup(test, true) else {
+        return;
+    };
+    // Short times for the test: a ping every second, unanswered for 3 s is a hang; the
+    // frames check (for a window without _NET_WM_PING) after 5 s.
+    let (ping_interval_ms, ping_timeout_ms): (u64, u64) = (1000, 3000);
+    let options = ScenarioOptions {
+        window: true,
+        wine_client: Some((wine.exe.clone(), wine.prefix.clone())),
+        window_toml: format!(
+            "ping_interval_ms = {ping_interval_ms}\nping_timeout_ms = {ping_timeout_ms}\n\
+             frame_interval_ms = 1000\nfrozen_after_ms = 5000\n"
+        ),
+        ..ScenarioOptions::default()
+    };
+    let mut s = Session::new(options).with_display(&wine.display.display);
+    s.start_runner();
+    wait_ready(&s);
+    // A responsive client is never reported, whatever the checks see.
+    std::thread::sleep(Duration::from_millis(ping_timeout_ms + 2000));
+    assert_eq!(
+        count(&s, |v| v["event"] == "incident"),
+        0,
+        "{:?}",
+        s.events()
+    );
+
+    let hung = Instant::now();
+    s.client_command("hang");
+    let incident = s.wait_for("the hang's incident", T, |v| v["event"] == "incident");
+    let detected = hung.elapsed();
+    assert_eq!(incident["kind"], "not_responding", "{incident}");
+    assert_eq!(incident["subject"], "client", "{incident}");
+    let message = incident["message"].as_str().unwrap_or_default();
+    assert!(message.contains("_NET_WM_PING"), "{message}");
+    let id = incident["incident"].as_str().unwrap().to_owned();
+    let recovered = s.wait_event("recovered", &[("incident", &id)], T);
+    assert_eq!(recovered["strategy"], "restart");
+    let recovered_after = hung.elapsed();
+    wait_ready(&s);
+    let record = s.resolved_incident(&id);
+    assert_eq!(record.pattern.as_deref(), Some("ping"), "{record:?}");
+    eprintln!(
+        "wine hang: `hang` command → not_responding incident in {} ms (ping every {ping_interval_ms} ms, \
+         timeout {ping_timeout_ms} ms), → recovered in {} ms; {message}",
+        detected.as_millis(),
+        recovered_after.as_millis()
+    );
+    // The command is read within 100 ms; the last answered ping was at most one interval
+    // before the hang; the fuser waits 250 ms at most.
+    assert!(
+        detected >= Duration::from_millis(ping_timeout_ms - ping_interval_ms)
+            && detected < Duration::from_millis(ping_timeout_ms + ping_interval_ms + 2000),
+        "detected after {detected:?}"
+    );
+    assert_eq!(
+        count(&s, |v| v["event"] == "incident"),
+        1,
+        "one hang, one incident"
+    );
+    assert_eq!(
+        count(&s, |v| v["event"] == "client_started"),
+        2,
+        "the first start and the restart"
+    );
+    assert_eq!(s.stop_runner(), Some(0));
+    let left: Vec<_> = win32::processes_named("swg_test_client")
+        .into_iter()
+        .filter(|(pid, _)| in_prefix(*pid, &wine.prefix))
+        .collect();
+    assert!(left.is_empty(), "the hung client is gone: {left:?}");
+}
