@@ -8,7 +8,7 @@
 
 #![allow(clippy::unwrap_used, clippy::print_stderr)]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use ms11_e2e::{Display, Session};
@@ -74,11 +74,21 @@ fn wait_ready(s: &Session) {
     }
 }
 
-/// What a crash of a Wine program leaves when nobody cleans up.
-fn leftovers(display: &str) -> (Vec<(u32, String)>, Vec<String>) {
+/// Whether a process runs in this Wine prefix (its environment names it). Other Wine
+/// tests may run at the same time, with processes of the same names.
+fn in_prefix(pid: u32, prefix: &Path) -> bool {
+    let wanted = format!("WINEPREFIX={}", prefix.display());
+    std::fs::read(format!("/proc/{pid}/environ"))
+        .is_ok_and(|env| env.split(|&b| b == 0).any(|var| var == wanted.as_bytes()))
+}
+
+/// What a crash of a Wine program leaves when nobody cleans up: the processes of this
+/// prefix and the windows of this display.
+fn leftovers(wine: &WineSetup) -> (Vec<(u32, String)>, Vec<String>) {
     let mut processes = win32::processes_named("winedbg");
     processes.extend(win32::processes_named("conhost.exe"));
-    let windows = win32::window_titles(display)
+    processes.retain(|(pid, _)| in_prefix(*pid, &wine.prefix));
+    let windows = win32::window_titles(&wine.display.display)
         .unwrap()
         .into_iter()
         .filter(|t| t.contains("Program Error") || t.contains("Wine Debugger"))
@@ -118,7 +128,7 @@ fn ten_wine_crashes_are_ten_incidents_ten_restarts_and_leave_nothing_behind() {
         }
         recover_ms.push(crashed.elapsed().as_millis());
         wait_ready(&s);
-        let (processes, windows) = leftovers(&wine.display.display);
+        let (processes, windows) = leftovers(&wine);
         most_left_during = most_left_during.max(processes.len() + windows.len());
         assert!(
             processes.is_empty() && windows.is_empty(),
@@ -161,14 +171,18 @@ fn ten_wine_crashes_are_ten_incidents_ten_restarts_and_leave_nothing_behind() {
     assert_eq!(restarts, crashes, "one restart per crash");
     assert_eq!(starts, crashes + 1, "the first start and one per crash");
     assert_eq!(s.stop_runner(), Some(0));
-    let (processes, windows) = leftovers(&wine.display.display);
+    let (processes, windows) = leftovers(&wine);
     assert!(
         processes.is_empty() && windows.is_empty(),
         "{processes:?} {windows:?}"
     );
+    let clients: Vec<_> = win32::processes_named("swg_test_client")
+        .into_iter()
+        .filter(|(pid, _)| in_prefix(*pid, &wine.prefix))
+        .collect();
     assert!(
-        win32::processes_named("swg_test_client").is_empty(),
-        "the client is gone after the runner stopped"
+        clients.is_empty(),
+        "the client is gone after the runner stopped: {clients:?}"
     );
     s.assert_nothing_lost_or_repeated();
 }
@@ -206,10 +220,86 @@ fn without_the_crash_dialog_a_wine_crash_is_an_exit_and_recovered_at_once() {
         "readiness waited for the window: {ready}"
     );
     assert_eq!(count(&s, |v| v["event"] == "incident"), 1);
-    let (processes, windows) = leftovers(&wine.display.display);
+    let (processes, windows) = leftovers(&wine);
     assert!(
         processes.is_empty() && windows.is_empty(),
         "{processes:?} {windows:?}"
     );
     assert_eq!(s.stop_runner(), Some(0));
+}
+
+#[test]
+fn a_hung_wine_client_stops_answering_pings_and_is_restarted() {
+    let test = "a_hung_wine_client_stops_answering_pings_and_is_restarted";
+    let Some(wine) = wine_setup(test, true) else {
+        return;
+    };
+    // Short times for the test: a ping every second, unanswered for 3 s is a hang; the
+    // frames check (for a window without _NET_WM_PING) after 5 s.
+    let (ping_interval_ms, ping_timeout_ms): (u64, u64) = (1000, 3000);
+    let options = ScenarioOptions {
+        window: true,
+        wine_client: Some((wine.exe.clone(), wine.prefix.clone())),
+        window_toml: format!(
+            "ping_interval_ms = {ping_interval_ms}\nping_timeout_ms = {ping_timeout_ms}\n\
+             frame_interval_ms = 1000\nfrozen_after_ms = 5000\n"
+        ),
+        ..ScenarioOptions::default()
+    };
+    let mut s = Session::new(options).with_display(&wine.display.display);
+    s.start_runner();
+    wait_ready(&s);
+    // A responsive client is never reported, whatever the checks see.
+    std::thread::sleep(Duration::from_millis(ping_timeout_ms + 2000));
+    assert_eq!(
+        count(&s, |v| v["event"] == "incident"),
+        0,
+        "{:?}",
+        s.events()
+    );
+
+    let hung = Instant::now();
+    s.client_command("hang");
+    let incident = s.wait_for("the hang's incident", T, |v| v["event"] == "incident");
+    let detected = hung.elapsed();
+    assert_eq!(incident["kind"], "not_responding", "{incident}");
+    assert_eq!(incident["subject"], "client", "{incident}");
+    let message = incident["message"].as_str().unwrap_or_default();
+    assert!(message.contains("_NET_WM_PING"), "{message}");
+    let id = incident["incident"].as_str().unwrap().to_owned();
+    let recovered = s.wait_event("recovered", &[("incident", &id)], T);
+    assert_eq!(recovered["strategy"], "restart");
+    let recovered_after = hung.elapsed();
+    wait_ready(&s);
+    let record = s.resolved_incident(&id);
+    assert_eq!(record.pattern.as_deref(), Some("ping"), "{record:?}");
+    eprintln!(
+        "wine hang: `hang` command → not_responding incident in {} ms (ping every {ping_interval_ms} ms, \
+         timeout {ping_timeout_ms} ms), → recovered in {} ms; {message}",
+        detected.as_millis(),
+        recovered_after.as_millis()
+    );
+    // The command is read within 100 ms; the last answered ping was at most one interval
+    // before the hang; the fuser waits 250 ms at most.
+    assert!(
+        detected >= Duration::from_millis(ping_timeout_ms - ping_interval_ms)
+            && detected < Duration::from_millis(ping_timeout_ms + ping_interval_ms + 2000),
+        "detected after {detected:?}"
+    );
+    assert_eq!(
+        count(&s, |v| v["event"] == "incident"),
+        1,
+        "one hang, one incident"
+    );
+    assert_eq!(
+        count(&s, |v| v["event"] == "client_started"),
+        2,
+        "the first start and the restart"
+    );
+    assert_eq!(s.stop_runner(), Some(0));
+    let left: Vec<_> = win32::processes_named("swg_test_client")
+        .into_iter()
+        .filter(|(pid, _)| in_prefix(*pid, &wine.prefix))
+        .collect();
+    assert!(left.is_empty(), "the hung client is gone: {left:?}");
 }

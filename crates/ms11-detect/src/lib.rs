@@ -7,7 +7,8 @@
 //!
 //! - [`log_detector`] (over [`log_follow`] and [`patterns`]): a `tail -F` follower of the
 //!   client log matched against named, typed patterns;
-//! - [`window`]: the client's top-level windows and error dialogs (X11 via x11rb, Win32);
+//! - [`window`]: the client's top-level windows, error dialogs and hung windows (X11 via
+//!   x11rb: `_NET_WM_PING` and a frozen image; Win32: titles);
 //! - [`stall`]: no heartbeat or progress from the bot within a configured time;
 //! - [`crash_dump`]: a new `*.mdmp` or crash report appearing in the client directory;
 //! - [`process_exit`]: a child's exit turned into an incident;

@@ -1,12 +1,15 @@
-//! Window-title probe: finds the client's top-level windows by title and reports the
-//! main window vanishing, an error dialog appearing and a title turning "(Not Responding)".
+//! Window probe: finds the client's top-level windows by title and reports the main
+//! window vanishing, an error dialog appearing, a title turning "(Not Responding)", and
+//! (X11) a main window that no longer answers `_NET_WM_PING` or no longer changes.
 //!
 //! [`WindowTracker`] is the platform-free core: it compares successive snapshots
-//! (`(window id, title)` lists). The platform part feeds it: X11 via x11rb (event-driven:
+//! (`(window id, title)` lists). [`hang::HangTracker`] is the clock-free core of the hang
+//! checks (ping and frames). The platform part feeds them: X11 via x11rb (event-driven:
 //! SubstructureNotify on the root, PropertyNotify on each window; EWMH `_NET_CLIENT_LIST`
-//! when a window manager provides it, else a walk of the window tree), Win32 via
-//! `EnumWindows`/`GetWindowTextW` on a timer. Without a display the probe says once why
-//! it is disabled and returns a disabled handle.
+//! when a window manager provides it, else a walk of the window tree; a timer only while
+//! a main window is watched for hangs), Win32 via `EnumWindows`/`GetWindowTextW` on a
+//! timer (titles only). Without a display the probe says once why it is disabled and
+//! returns a disabled handle.
 
 use std::collections::{HashMap, HashSet};
 
@@ -19,6 +22,7 @@ use crate::error::DetectError;
 use crate::handle::DetectorHandle;
 use crate::ids::{IncidentIds, unix_now};
 
+pub mod hang;
 #[cfg(windows)]
 mod win32;
 #[cfg(unix)]
@@ -61,6 +65,25 @@ pub struct WindowProbeConfig {
     pub rescan_interval_ms: u64,
     /// X display to use instead of `$DISPLAY`.
     pub display: Option<String>,
+    /// How often (ms) the client's main window is pinged with the EWMH `_NET_WM_PING`
+    /// protocol, as a window manager does, when the window supports it (its
+    /// `WM_PROTOCOLS` lists `_NET_WM_PING`). 0: no pings (the frames check then watches
+    /// every main window). X11 only.
+    pub ping_interval_ms: u64,
+    /// A ping unanswered for this long (ms) is `not_responding` (pattern `ping`): the
+    /// client's message loop is blocked. Reported once, until the window answers again.
+    /// Set it above the longest pause of the client's message loop while it loads.
+    /// 0: no pings.
+    pub ping_timeout_ms: u64,
+    /// How often (ms) the image of a main window that is not pinged is taken for the
+    /// "no new frames" check (hashed, never kept). 0: no frames check. X11 only.
+    pub frame_interval_ms: u64,
+    /// The image of a main window that is not pinged (it does not support
+    /// `_NET_WM_PING`, or pings are off) unchanged for this long (ms) is
+    /// `not_responding` (pattern `frozen`). Reported once, until the image changes
+    /// again. A client that may show a still screen this long must not use it.
+    /// 0: no frames check.
+    pub frozen_after_ms: u64,
 }
 
 impl Default for WindowProbeConfig {
@@ -88,6 +111,10 @@ impl Default for WindowProbeConfig {
             hung_marker: "(Not Responding)".into(),
             rescan_interval_ms: 5_000,
             display: None,
+            ping_interval_ms: 5_000,
+            ping_timeout_ms: 10_000,
+            frame_interval_ms: 5_000,
+            frozen_after_ms: 60_000,
         }
     }
 }
@@ -182,6 +209,11 @@ impl WindowTracker {
             return (title[..pos].trim_end(), true);
         }
         (title, false)
+    }
+
+    /// The main windows of the last snapshot: `(id, title)`.
+    pub fn main_windows(&self) -> impl Iterator<Item = (u64, &str)> {
+        self.mains.iter().map(|(id, t)| (*id, t.as_str()))
     }
 
     /// Whether a title is the client's main window.

@@ -31,6 +31,10 @@ pub struct ScenarioOptions {
     pub pipeline: Vec<String>,
     /// TOML appended to the configuration (e.g. a `[plugins]` table).
     pub extra_toml: String,
+    /// More keys of the session's `[session.window]` table, which the configuration
+    /// always writes (so `extra_toml` cannot add them), as TOML lines, e.g.
+    /// `ping_timeout_ms = 2000`.
+    pub window_toml: String,
     /// More arguments for `sim-client` (e.g. `--ignore-term`).
     pub client_args: Vec<String>,
     /// More arguments for `sim-bot` (e.g. `--protocol 2`).
@@ -63,6 +67,7 @@ impl Default for ScenarioOptions {
                 .map(String::from)
                 .to_vec(),
             extra_toml: String::new(),
+            window_toml: String::new(),
             client_args: Vec::new(),
             bot_args: Vec::new(),
             client_program: None,
@@ -171,6 +176,7 @@ timeout_ms = {stall}
 
 [session.window]
 enabled = {window_enabled}
+{window_toml}
 
 [session.recovery.breaker]
 max_incidents = {breaker_max}
@@ -201,6 +207,7 @@ desktop_notify = false
             dumps = q(self.root.join("client")),
             ledger = q(self.ledger()),
             window_enabled = o.window,
+            window_toml = o.window_toml,
             seed = o.seed,
             total = o.total_tasks,
             task_ms = o.task_ms,

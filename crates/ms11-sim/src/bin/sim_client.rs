@@ -248,12 +248,15 @@ fn run_command(
 }
 
 mod window {
-    //! A real X11 top-level window (no window manager needed).
+    //! A real X11 top-level window (no window manager needed). Like a toolkit's, it
+    //! answers the EWMH `_NET_WM_PING` while the client's loop runs (`pump`), and stops
+    //! answering when the loop hangs.
 
     use anyhow::{Context, Result};
     use x11rb::connection::Connection;
+    use x11rb::protocol::Event;
     use x11rb::protocol::xproto::{
-        AtomEnum, ConnectionExt, CreateWindowAux, PropMode, WindowClass,
+        AtomEnum, ConnectionExt, CreateWindowAux, EventMask, PropMode, WindowClass,
     };
     use x11rb::rust_connection::RustConnection;
     use x11rb::wrapper::ConnectionExt as _;
@@ -261,6 +264,9 @@ mod window {
     pub struct Window {
         conn: RustConnection,
         id: u32,
+        root: u32,
+        wm_protocols: u32,
+        net_wm_ping: u32,
     }
 
     impl Window {
@@ -281,7 +287,23 @@ mod window {
                 screen.root_visual,
                 &CreateWindowAux::new().background_pixel(screen.black_pixel),
             )?;
-            let w = Window { conn, id };
+            let root = screen.root;
+            let wm_protocols = conn.intern_atom(false, b"WM_PROTOCOLS")?.reply()?.atom;
+            let net_wm_ping = conn.intern_atom(false, b"_NET_WM_PING")?.reply()?.atom;
+            conn.change_property32(
+                PropMode::REPLACE,
+                id,
+                wm_protocols,
+                AtomEnum::ATOM,
+                &[net_wm_ping],
+            )?;
+            let w = Window {
+                conn,
+                id,
+                root,
+                wm_protocols,
+                net_wm_ping,
+            };
             w.set_title(title);
             w.conn.map_window(id)?;
             w.conn.flush()?;
@@ -318,8 +340,23 @@ mod window {
             let _ = self.conn.flush();
         }
 
+        /// Handles queued events: a ping is answered by sending it back to the root.
         pub fn pump(&mut self) {
-            while let Ok(Some(_)) = self.conn.poll_for_event() {}
+            while let Ok(Some(event)) = self.conn.poll_for_event() {
+                if let Event::ClientMessage(mut ping) = event
+                    && ping.type_ == self.wm_protocols
+                    && ping.data.as_data32()[0] == self.net_wm_ping
+                {
+                    ping.window = self.root;
+                    let _ = self.conn.send_event(
+                        false,
+                        self.root,
+                        EventMask::SUBSTRUCTURE_NOTIFY | EventMask::SUBSTRUCTURE_REDIRECT,
+                        ping,
+                    );
+                    let _ = self.conn.flush();
+                }
+            }
         }
     }
 }
