@@ -29,7 +29,7 @@ pub struct AtomicStore {
     keep: usize,
     last_generation: u64,
     temp_counter: u64,
-    _lock: StateLock,
+    lock: StateLock,
 }
 
 impl AtomicStore {
@@ -45,7 +45,7 @@ impl AtomicStore {
             keep: keep.max(1),
             last_generation,
             temp_counter: 0,
-            _lock: lock,
+            lock,
         })
     }
 
@@ -105,6 +105,11 @@ impl StateStore for AtomicStore {
 
     fn save(&mut self, state: &mut SessionState) -> Result<SaveReport, PersistError> {
         let started = Instant::now();
+        let recreated = self.lock.ensure_held()?;
+        if recreated.is_some() {
+            // Whatever was written while the lock was not ours numbers below this save.
+            self.last_generation = self.last_generation.max(self.files.highest_generation());
+        }
         let displaced = self.last_generation;
         let bytes = stamp_and_serialize(state, self.last_generation, self.files.path())?;
         let result = (|| {
@@ -130,6 +135,7 @@ impl StateStore for AtomicStore {
                     generation: state.generation,
                     bytes: bytes.bytes.len(),
                     duration: started.elapsed(),
+                    recreated,
                 };
                 debug!(path = %report.path.display(), generation = report.generation, bytes = report.bytes, "saved session state");
                 Ok(report)

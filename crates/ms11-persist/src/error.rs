@@ -69,6 +69,21 @@ pub enum PersistError {
         /// The holder's pid, as written in the lock file.
         pid: Option<u32>,
     },
+    /// The lock file was removed or replaced while this store was open, and another
+    /// process now holds a lock on a new lock file at its path: the state is no longer
+    /// this store's, and it refuses every save from then on.
+    #[error(
+        "state file `{path}` was taken over by another ms11-recovery process{} after its lock file `{lock_file}` was removed or replaced; this runner no longer saves it (its changes since are kept in memory only): stop one of the two runners",
+        pid.map(|p| format!(" (pid {p})")).unwrap_or_default()
+    )]
+    TakenOver {
+        /// The state file.
+        path: PathBuf,
+        /// Its lock file.
+        lock_file: PathBuf,
+        /// The new holder's pid, as written in the new lock file.
+        pid: Option<u32>,
+    },
     /// The state to save breaks a rule; nothing was written.
     #[error("refusing to save an invalid state to `{path}`: {source}")]
     InvalidState {

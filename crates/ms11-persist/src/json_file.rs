@@ -18,7 +18,7 @@ use crate::{LoadReport, PersistError, SaveReport, StateStore};
 pub struct JsonFileStore {
     files: StateFiles,
     last_generation: u64,
-    _lock: StateLock,
+    lock: StateLock,
 }
 
 impl JsonFileStore {
@@ -30,7 +30,7 @@ impl JsonFileStore {
         Ok(JsonFileStore {
             files,
             last_generation,
-            _lock: lock,
+            lock,
         })
     }
 }
@@ -84,6 +84,11 @@ impl StateStore for JsonFileStore {
 
     fn save(&mut self, state: &mut SessionState) -> Result<SaveReport, PersistError> {
         let started = Instant::now();
+        let recreated = self.lock.ensure_held()?;
+        if recreated.is_some() {
+            // Whatever was written while the lock was not ours numbers below this save.
+            self.last_generation = self.last_generation.max(self.files.highest_generation());
+        }
         let stamped = stamp_and_serialize(state, self.last_generation, self.files.path())?;
         let path = self.files.path();
         let written = create_private_dir(self.files.dir()).and_then(|()| {
@@ -105,6 +110,7 @@ impl StateStore for JsonFileStore {
             generation: state.generation,
             bytes: stamped.bytes.len(),
             duration: started.elapsed(),
+            recreated,
         })
     }
 }

@@ -20,8 +20,11 @@
 //! written through a symbolic link found in the state directory, and an existing state
 //! directory writable by others is warned about ([`shared_dir_warning`]).
 //!
-//! One process writes a state file at a time ([`StateLock`]); [`cleanup`] removes old
-//! generations, stale temp files and quarantine entries, never the newest valid state.
+//! One process writes a state file at a time ([`StateLock`]), checked again at every
+//! save: a lock file or state directory removed while the store is open is re-created,
+//! and a state that another process took over meanwhile is never written again;
+//! [`cleanup`] removes old generations, stale temp files and quarantine entries, never
+//! the newest valid state.
 //! This crate knows nothing of detectors, strategies or processes.
 
 mod atomic;
@@ -43,7 +46,7 @@ pub use cleanup::{CleanupReport, cleanup};
 pub use error::PersistError;
 pub use files::{GenerationInfo, MAX_STATE_BYTES, StateFiles};
 pub use json_file::JsonFileStore;
-pub use lock::StateLock;
+pub use lock::{Change, Recreated, StateLock};
 pub use quarantine::QuarantinedFile;
 
 /// Which on-disk write discipline to use.
@@ -107,6 +110,9 @@ pub struct SaveReport {
     pub bytes: usize,
     /// How long the save took.
     pub duration: Duration,
+    /// The state directory or lock file this save found removed or replaced and
+    /// re-created before writing (already logged).
+    pub recreated: Option<Recreated>,
 }
 
 /// A place where session states are saved and loaded.
@@ -122,6 +128,11 @@ pub trait StateStore: Send {
     /// Saves `state` as the next generation. On success `state.generation`,
     /// `state.last_save_time` and `state.runtime.save_count` are updated; on failure
     /// `state` is unchanged and the previous good generation is intact on disk.
+    ///
+    /// Every save first checks that the lock file and the state directory are still
+    /// the ones taken at open ([`StateLock::ensure_held`]): what was removed is
+    /// re-created (and reported in [`SaveReport::recreated`]); a state another process
+    /// took over in the meantime is never written again ([`PersistError::TakenOver`]).
     fn save(&mut self, state: &mut SessionState) -> Result<SaveReport, PersistError>;
 
     /// Every state file present, newest generation first, with its validity.

@@ -952,3 +952,21 @@ fn patches_over_the_size_limits_are_refused_and_the_bot_is_told_while_the_saved_
         assert!(loaded.extra.contains_key(&format!("k{i}")));
     }
 }
+
+#[test]
+fn a_state_taken_over_by_another_runner_shows_as_saves_failing() {
+    let mut h = Harness::new(|_| {});
+    h.start().advance(Duration::from_millis(300));
+    assert_eq!(h.status().health, Health::Healthy);
+    let path = h.session.store.path().to_path_buf();
+    let mut lock = path.clone().into_os_string();
+    lock.push(".lock");
+    // The lock file is deleted and a second runner locks a new one.
+    std::fs::remove_file(&lock).unwrap();
+    let _second = ms11_persist::open_store(&path, ms11_persist::Backend::Atomic, 3).unwrap();
+    assert!(!h.session.save_now("test"));
+    let status = h.status();
+    assert_eq!(status.health, Health::SavesFailing);
+    let error = status.saves_failing.unwrap();
+    assert!(error.contains("taken over by another"), "{error}");
+}
