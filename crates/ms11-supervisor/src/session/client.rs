@@ -560,6 +560,18 @@ impl SessionLoop {
         if self.client.stopping() {
             return Some("the client is being stopped by the runner".into());
         }
+        // A still image is a hang only while the bot says it is working: at a login
+        // screen or between tasks a client may well draw nothing new.
+        if incident.kind == IncidentKind::NotResponding
+            && incident.pattern.as_deref() == Some("frozen")
+            && self.bot.configured()
+            && !(self.bot.connected()
+                && self.state.count_tasks(ms11_state::TaskState::InFlight) > 0)
+        {
+            return Some(
+                "the window's image is still, but the bot is not working on a task".into(),
+            );
+        }
         if incident.source != DetectorSource::ProcessExit
             && self.client.generation > 0
             && incident.detected_at() < self.client.started_unix

@@ -970,3 +970,34 @@ fn a_state_taken_over_by_another_runner_shows_as_saves_failing() {
     let error = status.saves_failing.unwrap();
     assert!(error.contains("taken over by another"), "{error}");
 }
+
+#[test]
+fn a_still_image_is_a_hang_only_while_the_bot_is_working_on_a_task() {
+    let mut h = Harness::new(|s| s.bot = Some(bot_settings()));
+    h.start();
+    h.bot_says(r#"{"type":"hello","protocol":1,"bot":"test"}"#);
+    assert_eq!(h.bot_hears()["type"], "resume");
+    h.advance(Duration::from_millis(300));
+    let frozen = |h: &mut Harness| {
+        let mut incident = h.session.ids.incident(
+            IncidentKind::NotResponding,
+            DetectorSource::Window,
+            "the window's image has not changed for 60 s",
+            h.clock.unix(),
+        );
+        incident.pattern = Some("frozen".into());
+        h.session.handle(Input::Signal(Box::new(incident)));
+        h.settle();
+    };
+    // Idle between tasks: a still screen is no hang.
+    frozen(&mut h);
+    h.advance(Duration::from_millis(300));
+    assert!(h.incidents().is_empty(), "{:?}", h.incidents());
+    // Working on a task: the same still image is a hang.
+    h.bot_says(r#"{"type":"task_added","id":"t-1","name":"hunt"}"#);
+    h.bot_says(r#"{"type":"task_started","id":"t-1"}"#);
+    frozen(&mut h);
+    h.advance(Duration::from_millis(300));
+    let kinds: Vec<IncidentKind> = h.incidents().iter().map(|i| i.kind).collect();
+    assert_eq!(kinds, [IncidentKind::NotResponding]);
+}
