@@ -319,6 +319,11 @@ impl SessionState {
         self.apply_patch_checked(patch, None)
     }
 
+    /// Applies the patch at a cost that depends on the patch and the state's small fields,
+    /// not on the ledger, the incidents or the bot's other extra fields: those cannot be
+    /// patched, so they are moved aside, not converted to JSON values and back. The size
+    /// limit needs the whole state's size once (counted, not built); the patch changes it
+    /// by the difference between the small parts before and after.
     fn apply_patch_checked(
         &mut self,
         patch: &Map<String, Value>,
@@ -327,7 +332,38 @@ impl SessionState {
         if let Some(key) = patch.keys().find(|k| RUNNER_FIELDS.contains(&k.as_str())) {
             return Err(PatchError::Forbidden(key.clone()));
         }
-        let current = match serde_json::to_value(&*self) {
+        let bulk = Bulk::take(self, patch, max_state_bytes.is_some());
+        let result = self.apply_patch_to_small(patch, max_state_bytes, &bulk);
+        match result {
+            Ok(Some((mut patched, changed))) => {
+                bulk.put_back(&mut patched);
+                if let Err(errors) = patched.validate() {
+                    bulk_from(&mut patched).put_back(self);
+                    return Err(StateError::from(errors).into());
+                }
+                *self = patched;
+                Ok(changed)
+            }
+            Ok(None) => {
+                bulk.put_back(self);
+                Ok(Vec::new())
+            }
+            Err(err) => {
+                bulk.put_back(self);
+                Err(err)
+            }
+        }
+    }
+
+    /// The patch applied to `self` with its bulk moved aside (`bulk`): the patched small
+    /// state and the changed fields, or `None` when nothing changes.
+    fn apply_patch_to_small(
+        &self,
+        patch: &Map<String, Value>,
+        max_state_bytes: Option<u64>,
+        bulk: &Bulk,
+    ) -> Result<Option<(SessionState, Vec<String>)>, PatchError> {
+        let current = match serde_json::to_value(self) {
             Ok(Value::Object(map)) => map,
             Ok(_) => {
                 return Err(PatchError::State(StateError::NotAnObject {
@@ -345,10 +381,16 @@ impl SessionState {
             }
         }
         if changed.is_empty() {
-            return Ok(changed);
+            return Ok(None);
         }
         if let Some(limit) = max_state_bytes {
-            let bytes = pretty_json_len(&merged);
+            // The bulk is the same before and after, so the whole state's size changes by
+            // what the small part's size changes (an object's pretty size is the sum of
+            // its entries'; their order does not matter).
+            let bytes = bulk
+                .whole_bytes
+                .saturating_add(pretty_json_len(&merged))
+                .saturating_sub(pretty_json_len(&current));
             if bytes > limit {
                 return Err(PatchError::TooLarge {
                     what: "the session state",
@@ -357,10 +399,7 @@ impl SessionState {
                 });
             }
         }
-        let patched = from_object(merged)?;
-        patched.validate().map_err(StateError::from)?;
-        *self = patched;
-        Ok(changed)
+        Ok(Some((from_object(merged)?, changed)))
     }
 
     /// Appends an incident to the history (bounded) and counts it. Secrets in its
@@ -383,6 +422,57 @@ impl SessionState {
             Some(slot) => *slot = incident,
             None => self.record_incident(incident),
         }
+    }
+}
+
+/// What a patch cannot change, moved out of a state while the patch is applied to the
+/// rest: the ledger, the queue, the incidents, the runner's bookkeeping and the extra
+/// fields the patch does not name.
+struct Bulk {
+    tasks: Vec<Task>,
+    task_queue: Vec<String>,
+    crash_history: Vec<Incident>,
+    runtime: RuntimeState,
+    extra: BTreeMap<String, Value>,
+    /// The whole state's pretty size before anything was moved out.
+    whole_bytes: u64,
+}
+
+impl Bulk {
+    /// Moves the bulk out of `state`, leaving the extra fields `patch` names; counts the
+    /// whole state's size first when `count` says so.
+    fn take(state: &mut SessionState, patch: &Map<String, Value>, count: bool) -> Bulk {
+        let whole_bytes = if count { pretty_json_len(&*state) } else { 0 };
+        let mut bulk = bulk_from(state);
+        bulk.whole_bytes = whole_bytes;
+        for key in patch.keys() {
+            if let Some((key, value)) = bulk.extra.remove_entry(key) {
+                state.extra.insert(key, value);
+            }
+        }
+        bulk
+    }
+
+    /// Moves the bulk into `state`; extra fields already there (patched ones) win.
+    fn put_back(mut self, state: &mut SessionState) {
+        state.tasks = self.tasks;
+        state.task_queue = self.task_queue;
+        state.crash_history = self.crash_history;
+        state.runtime = self.runtime;
+        self.extra.append(&mut state.extra);
+        state.extra = self.extra;
+    }
+}
+
+/// Moves everything a patch cannot change out of `state` (all extra fields).
+fn bulk_from(state: &mut SessionState) -> Bulk {
+    Bulk {
+        tasks: std::mem::take(&mut state.tasks),
+        task_queue: std::mem::take(&mut state.task_queue),
+        crash_history: std::mem::take(&mut state.crash_history),
+        runtime: std::mem::take(&mut state.runtime),
+        extra: std::mem::take(&mut state.extra),
+        whole_bytes: 0,
     }
 }
 
@@ -426,4 +516,95 @@ fn serialize_numbers<S: Serializer>(values: &[f64], serializer: S) -> Result<S::
         }
     }
     seq.end()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn object(value: Value) -> Map<String, Value> {
+        let Value::Object(map) = value else {
+            unreachable!()
+        };
+        map
+    }
+
+    /// A state with something in every part a patch cannot change.
+    fn busy_state() -> SessionState {
+        let mut state = SessionState::new("s", "naboo", "theed", 100.0);
+        for i in 0..50 {
+            state.add_task(&format!("t-{i}"), "hunt kaadu").unwrap();
+        }
+        state.start_task("t-0", 101.0).unwrap();
+        state.complete_task("t-1", Some(7), 102.0).unwrap();
+        state.runtime.save_count = 3;
+        state
+            .apply_patch(&object(json!({"inventory": [1, 2, 3], "mood": "calm"})))
+            .unwrap();
+        state
+    }
+
+    #[test]
+    fn a_patch_changes_its_fields_and_keeps_everything_else() {
+        let mut state = busy_state();
+        let before = state.clone();
+        let changed = state
+            .apply_patch_within(
+                &object(json!({"xp_current": 5, "mood": "tired", "pet": "kaadu"})),
+                StateLimits::default(),
+            )
+            .unwrap();
+        assert_eq!(changed, ["mood", "pet", "xp_current"]);
+        assert_eq!(state.xp_current, 5);
+        assert_eq!(state.extra["mood"], "tired");
+        assert_eq!(state.extra["pet"], "kaadu");
+        assert_eq!(state.extra["inventory"], json!([1, 2, 3]));
+        assert_eq!(state.tasks, before.tasks);
+        assert_eq!(state.task_queue, before.task_queue);
+        assert_eq!(state.runtime, before.runtime);
+        assert_eq!(state.crash_history, before.crash_history);
+    }
+
+    #[test]
+    fn a_refused_patch_leaves_the_state_as_it_was() {
+        let mut state = busy_state();
+        let before = state.clone();
+        // Valid JSON for the field, but the state would break a rule.
+        let err = state
+            .apply_patch(&object(json!({"xp_current": 5000, "mood": "angry"})))
+            .unwrap_err();
+        assert!(
+            matches!(err, PatchError::State(StateError::Invalid(_))),
+            "{err}"
+        );
+        assert_eq!(state, before);
+        let err = state
+            .apply_patch(&object(json!({"coordinates": "here", "mood": "angry"})))
+            .unwrap_err();
+        assert!(err.to_string().contains("coordinates"), "{err}");
+        assert_eq!(state, before);
+    }
+
+    #[test]
+    fn the_size_limit_counts_the_whole_state_as_saved() {
+        let patch = object(json!({"mood": "a much longer mood than before", "pet": [1, 2]}));
+        let mut expected = busy_state();
+        expected.apply_patch(&patch).unwrap();
+        // As saved, without the final newline `to_json_pretty` adds.
+        let size = expected.to_json_pretty().unwrap().len() as u64 - 1;
+        let limits = |max_state_bytes| StateLimits {
+            max_patch_bytes: 1024,
+            max_state_bytes,
+        };
+        let mut state = busy_state();
+        let before = state.clone();
+        match state.apply_patch_within(&patch, limits(size - 1)) {
+            Err(PatchError::TooLarge { bytes, .. }) => assert_eq!(bytes, size),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(state, before);
+        state.apply_patch_within(&patch, limits(size)).unwrap();
+        assert_eq!(state, expected);
+    }
 }
