@@ -162,6 +162,15 @@ fn ten_wine_crashes_are_ten_incidents_ten_restarts_and_leave_nothing_behind() {
         let png = std::fs::read(&file).unwrap();
         assert_eq!(&png[..4], b"\x89PNG", "{file}");
     }
+    // The crash dialogs are recorded with the process that showed them.
+    let dialogs_by_winedbg = state
+        .crash_history
+        .iter()
+        .flat_map(|i| &i.evidence)
+        .filter(|e| e.kind == ms11_state::IncidentKind::ErrorDialog)
+        .filter(|e| e.detail.contains("shown by winedbg"))
+        .count();
+    assert!(dialogs_by_winedbg >= 1, "{:#?}", state.crash_history);
     let (code, text) = s.cli(&["screenshot"]);
     assert_eq!(code, 0, "{text}");
     assert!(

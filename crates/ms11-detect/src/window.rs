@@ -139,6 +139,8 @@ pub enum WindowEvent {
     },
     /// An error dialog appeared.
     Dialog {
+        /// Its window.
+        id: u64,
         /// Index into the config's dialog rules.
         rule: usize,
         /// The dialog's title.
@@ -251,6 +253,7 @@ impl WindowTracker {
                 dialogs_now.insert(*id);
                 if !self.dialogs_seen.contains(id) {
                     events.push(WindowEvent::Dialog {
+                        id: *id,
                         rule,
                         title: title.clone(),
                     });
@@ -293,7 +296,7 @@ impl WindowTracker {
                 "hung_marker".to_owned(),
                 title,
             ),
-            WindowEvent::Dialog { rule, title } => {
+            WindowEvent::Dialog { rule, title, .. } => {
                 let (r, _) = self.dialogs.get(*rule)?;
                 (
                     r.kind,
@@ -381,15 +384,29 @@ impl WindowLister {
 }
 
 /// Feeds a snapshot to the tracker and sends the incidents for what changed.
+///
+/// `owner` names the process that shows a window (its program and pid, where the
+/// platform says): a dialog's incident records it, since a crash dialog under Wine
+/// belongs to `winedbg`, not to the client.
 fn observe(
     tracker: &mut WindowTracker,
     windows: &[(u64, String)],
     ids: &IncidentIds,
     tx: &Sender<Incident>,
+    owner: &dyn Fn(u64) -> Option<String>,
 ) {
     for event in &tracker.update(windows) {
         match tracker.incident(event, ids) {
-            Some(incident) => {
+            Some(mut incident) => {
+                if let WindowEvent::Dialog { id, .. } = event
+                    && let Some(owner) = owner(*id)
+                {
+                    let shown_by = format!(" (shown by {owner})");
+                    incident.crash.error_message.push_str(&shown_by);
+                    if let Some(first) = incident.evidence.first_mut() {
+                        first.detail.push_str(&shown_by);
+                    }
+                }
                 tracing::warn!(id = %incident.id, kind = %incident.kind, msg = %incident.crash.error_message, "window probe");
                 let _ = tx.send(incident);
             }
@@ -433,6 +450,7 @@ mod tests {
         assert_eq!(
             t.update(&[w(2, "Star Wars Galaxies"), w(3, "Fatal Report")]),
             vec![WindowEvent::Dialog {
+                id: 3,
                 rule: 0,
                 title: "Fatal Report".into()
             }]

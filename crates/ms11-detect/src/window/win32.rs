@@ -48,12 +48,12 @@ pub(super) fn spawn(
     tx: Sender<Incident>,
 ) -> Result<DetectorHandle, DetectError> {
     let interval = Duration::from_millis(config.rescan_interval_ms.clamp(100, 60_000));
-    observe(&mut tracker, &snapshot(), &ids, &tx);
+    observe(&mut tracker, &snapshot(), &ids, &tx, &|_| None);
     DetectorHandle::spawn("window", move |stop| {
         loop {
             select! {
                 recv(stop) -> _ => break,
-                default(interval) => observe(&mut tracker, &snapshot(), &ids, &tx),
+                default(interval) => observe(&mut tracker, &snapshot(), &ids, &tx, &|_| None),
             }
         }
     })

@@ -36,6 +36,7 @@ struct Atoms {
     utf8_string: u32,
     wm_protocols: u32,
     net_wm_ping: u32,
+    net_wm_pid: u32,
 }
 
 /// What a drain of the event queue found.
@@ -82,6 +83,7 @@ impl XProbe {
             utf8_string: atom(&conn, b"UTF8_STRING")?,
             wm_protocols: atom(&conn, b"WM_PROTOCOLS")?,
             net_wm_ping: atom(&conn, b"_NET_WM_PING")?,
+            net_wm_pid: atom(&conn, b"_NET_WM_PID")?,
         };
         conn.change_window_attributes(
             root,
@@ -219,6 +221,33 @@ impl XProbe {
         }
     }
 
+    /// The program (`WM_CLASS` instance) and pid (`_NET_WM_PID`) showing a window.
+    pub(super) fn owner(&self, w: Window) -> Option<String> {
+        let program = self
+            .conn
+            .get_property(false, w, AtomEnum::WM_CLASS, AtomEnum::STRING, 0, 256)
+            .ok()?
+            .reply()
+            .ok()
+            .and_then(|r| {
+                let instance = r.value.split(|&b| b == 0).next()?.to_vec();
+                (!instance.is_empty()).then(|| String::from_utf8_lossy(&instance).into_owned())
+            });
+        let pid = self
+            .conn
+            .get_property(false, w, self.atoms.net_wm_pid, AtomEnum::CARDINAL, 0, 1)
+            .ok()?
+            .reply()
+            .ok()
+            .and_then(|r| r.value32()?.next());
+        match (program, pid) {
+            (Some(program), Some(pid)) => Some(format!("{program}, pid {pid}")),
+            (Some(program), None) => Some(program),
+            (None, Some(pid)) => Some(format!("pid {pid}")),
+            (None, None) => None,
+        }
+    }
+
     fn viewable(&self, w: Window) -> bool {
         self.conn
             .get_window_attributes(w)
@@ -345,7 +374,10 @@ impl Probe {
     /// checks.
     fn scan(&mut self) -> Result<(), ReplyError> {
         let windows = self.x.snapshot()?;
-        observe(&mut self.tracker, &windows, &self.ids, &self.tx);
+        let x = &self.x;
+        observe(&mut self.tracker, &windows, &self.ids, &self.tx, &|id| {
+            x.owner(id as Window)
+        });
         if !self.hang.settings().any() {
             return Ok(());
         }
