@@ -82,6 +82,15 @@ impl Session {
         }
     }
 
+    /// A session whose runner runs and whose bot has acknowledged `tasks` tasks (within
+    /// 30 s).
+    pub fn running(options: ScenarioOptions, tasks: usize) -> Session {
+        let mut s = Session::new(options);
+        s.start_runner();
+        s.wait_tasks(tasks, Duration::from_secs(30));
+        s
+    }
+
     /// Uses this X display for runner and client.
     pub fn with_display(mut self, display: &str) -> Self {
         self.display = Some(display.to_owned());

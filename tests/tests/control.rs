@@ -14,13 +14,13 @@ use serde_json::json;
 const T: Duration = Duration::from_secs(30);
 
 fn running() -> Session {
-    let mut s = Session::new(ScenarioOptions {
-        task_ms: 100,
-        ..ScenarioOptions::default()
-    });
-    s.start_runner();
-    s.wait_tasks(2, T);
-    s
+    Session::running(
+        ScenarioOptions {
+            task_ms: 100,
+            ..ScenarioOptions::default()
+        },
+        2,
+    )
 }
 
 #[test]
