@@ -119,7 +119,10 @@ impl ClientSlot {
             readiness,
             waiters,
             prefix,
-            self.readiness_gives_up.filter(|_| self.readiness.is_some()),
+            // The start-up timeout only ends a check nobody waits for (a waiting job has
+            // its own deadline); a past one here would wake the loop for nothing.
+            self.readiness_gives_up
+                .filter(|_| self.readiness.is_some() && self.ready_waiters.is_empty()),
         ]
         .into_iter()
         .flatten()

@@ -351,8 +351,15 @@ impl Harness {
     fn advance(&mut self, by: Duration) -> &mut Self {
         self.note(&format!("{} ms pass", by.as_millis()));
         let end = self.clock.now() + by;
-        // Step through every deadline on the way, as the real timer would.
+        // Step through every deadline on the way, as the real timer would. A deadline
+        // that handling does not move would make the real loop spin: fail, not hang.
+        let mut steps = 0;
         while let Some(next) = self.session.next_deadline().filter(|d| *d <= end) {
+            steps += 1;
+            assert!(
+                steps < 100_000,
+                "the loop's next deadline does not move: it would spin"
+            );
             let now = self.clock.now();
             if next > now {
                 *self.clock.elapsed.lock().unwrap() += next - now;
@@ -1000,4 +1007,25 @@ fn a_still_image_is_a_hang_only_while_the_bot_is_working_on_a_task() {
     h.advance(Duration::from_millis(300));
     let kinds: Vec<IncidentKind> = h.incidents().iter().map(|i| i.kind).collect();
     assert_eq!(kinds, [IncidentKind::NotResponding]);
+}
+
+#[test]
+fn a_readiness_wait_past_the_start_up_timeout_never_wakes_the_loop_for_nothing() {
+    let mut h = Harness::new(|s| {
+        s.client_log = Some("no-such-dir/client.log".into());
+        s.ready = ReadySettings {
+            kind: ReadyKind::LogLine,
+            timeout: Duration::from_secs(1),
+            ..ReadySettings::default()
+        };
+        s.recovery.restart.timeout_secs = 5.0;
+    });
+    h.start();
+    h.exit("client", 1001, Some(1), None);
+    // The restart waits up to 5 s for a login line that never comes; the start-up
+    // timeout (1 s) passes meanwhile.
+    h.advance(Duration::from_millis(1500));
+    let now = h.clock.now();
+    let next = h.session.next_deadline().expect("a deadline");
+    assert!(next > now, "a deadline in the past would spin the loop");
 }
