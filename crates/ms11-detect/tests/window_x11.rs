@@ -2,8 +2,6 @@
 #![cfg(unix)]
 #![allow(clippy::unwrap_used, clippy::print_stderr)]
 
-use std::io::Read;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
@@ -21,56 +19,15 @@ use x11rb::protocol::xproto::{
 use x11rb::rust_connection::RustConnection;
 use x11rb::wrapper::ConnectionExt as _;
 
-struct Xvfb {
-    child: Child,
-    display: String,
-}
-
-impl Drop for Xvfb {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Starts Xvfb on a free display number (it picks one and reports it on -displayfd).
-fn xvfb() -> Option<Xvfb> {
-    let mut child = match Command::new("Xvfb")
-        .args([
-            "-displayfd",
-            "1",
-            "-nolisten",
-            "tcp",
-            "-screen",
-            "0",
-            "640x480x24",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-    {
-        Ok(c) => c,
-        Err(err) => {
-            ms11_test_support::skip(
-                "window_x11",
-                ms11_test_support::Need::Xvfb,
-                &format!("Xvfb cannot be started ({err})"),
-            );
-            return None;
+/// Starts Xvfb on a free display (the shared helper), or skips saying why.
+fn xvfb() -> Option<ms11_sim::Xvfb> {
+    match ms11_sim::Xvfb::start(0..1) {
+        Ok(x) => Some(x),
+        Err(why) => {
+            ms11_test_support::skip("window_x11", ms11_test_support::Need::Xvfb, &why);
+            None
         }
-    };
-    let mut out = child.stdout.take().unwrap();
-    let mut buf = Vec::new();
-    let mut byte = [0u8; 1];
-    while out.read(&mut byte).unwrap_or(0) == 1 && byte[0] != b'\n' {
-        buf.push(byte[0]);
     }
-    let n = String::from_utf8_lossy(&buf).trim().to_owned();
-    assert!(!n.is_empty(), "Xvfb reported no display number");
-    Some(Xvfb {
-        child,
-        display: format!(":{n}"),
-    })
 }
 
 fn window(conn: &RustConnection, title: &str) -> u32 {
@@ -127,7 +84,7 @@ fn next(rx: &Receiver<Incident>) -> Incident {
         .expect("window incident")
 }
 
-fn probe_config(x: &Xvfb) -> WindowProbeConfig {
+fn probe_config(x: &ms11_sim::Xvfb) -> WindowProbeConfig {
     WindowProbeConfig {
         display: Some(x.display.clone()),
         rescan_interval_ms: 0,
@@ -331,7 +288,7 @@ impl Drop for TestClient {
     }
 }
 
-fn hang_config(x: &Xvfb) -> WindowProbeConfig {
+fn hang_config(x: &ms11_sim::Xvfb) -> WindowProbeConfig {
     WindowProbeConfig {
         ping_interval_ms: 200,
         ping_timeout_ms: 600,

@@ -18,3 +18,11 @@ pub use control::{poll_commands, send_command};
 pub use ledger::{LedgerCheck, check_ledger};
 pub use scenario::{Scenario, ScenarioOptions};
 pub use xvfb::Xvfb;
+
+/// Where `program` is on PATH.
+pub fn which(program: &str) -> Option<std::path::PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(program))
+        .find(|candidate| candidate.is_file())
+}

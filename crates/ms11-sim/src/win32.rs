@@ -14,20 +14,12 @@ const SOURCE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/win32/swg_test_client
 /// The tools the Windows tests need: `wine`, `wineserver` and mingw's C compiler.
 pub const TOOLS: [&str; 3] = ["wine", "wineserver", "x86_64-w64-mingw32-gcc"];
 
-/// Where `program` is on PATH.
-pub fn which(program: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(program))
-        .find(|candidate| candidate.is_file())
-}
-
 /// Why the Windows tests cannot run here, if they cannot.
 pub fn missing_tools() -> Option<String> {
     let missing: Vec<&str> = TOOLS
         .iter()
         .copied()
-        .filter(|t| which(t).is_none())
+        .filter(|t| crate::which(t).is_none())
         .collect();
     (!missing.is_empty()).then(|| {
         format!(

@@ -18,11 +18,7 @@ impl Xvfb {
     /// search starts (its first number).
     pub fn start(numbers: std::ops::Range<u32>) -> Result<Xvfb, String> {
         use std::io::Read;
-        let path = std::env::var_os("PATH").unwrap_or_default();
-        let binary = std::env::split_paths(&path)
-            .map(|d| d.join("Xvfb"))
-            .find(|c| c.is_file())
-            .ok_or("Xvfb is not installed (Debian package `xvfb`)")?;
+        let binary = crate::which("Xvfb").ok_or("Xvfb is not installed (Debian package `xvfb`)")?;
         let mut child = Command::new(binary)
             .args([
                 "-displayfd",
